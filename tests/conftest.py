@@ -1,0 +1,38 @@
+"""Shared fixtures: the test media folder (../shared/media), artifact output, and Qt platform setup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# GUI tests run under Xvfb (pytest-xvfb) with the real xcb platform: QOpenGLWidget fails offscreen.
+os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
+
+
+def _media_dir() -> Path:
+    env = os.environ.get("AVATAR_STUDIO_MEDIA")
+    return Path(env) if env else ROOT.parent / "shared" / "media"
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    """The folder of real clips and speech. Read in place; never copied into the project."""
+    d = _media_dir()
+    if not (d / "may_13s.mp4").is_file():
+        msg = f"test media not found at {d} (put ../shared beside the checkout or set AVATAR_STUDIO_MEDIA)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return d
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave screenshots and exported frames for a person to look at."""
+    d = Path(os.environ.get("AVATAR_STUDIO_ARTIFACTS", ROOT / "test-artifacts"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
