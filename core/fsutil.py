@@ -5,40 +5,44 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
 
-def _fsync_dir(folder: Path) -> None:
-    # The rename is durable only once the folder entry is on disk (POSIX; Windows has no dir fds).
-    if os.name == "posix":
-        fd = os.open(folder, os.O_RDONLY)
+def temp_beside(path: str | Path) -> Path:
+    """A new empty hidden file ``.NAME.XXXX.part`` in ``path``'s folder (same file system: rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+    tmp.open("xb").close()  # "x": never reuse a file; default permissions, unlike mkstemp's 0600
+    return tmp
+
+
+def commit(tmp: Path, path: str | Path) -> None:
+    """Make the finished ``tmp`` durable and move it over ``path`` in one step."""
+    path = Path(path)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if os.name == "posix":  # make the rename itself durable; Windows cannot open a folder for this
+        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            os.fsync(dir_fd)
         finally:
-            os.close(fd)
+            os.close(dir_fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
+    """Yield a temporary path beside ``path``; on success commit it over ``path``.
 
     On an exception the temporary file is removed and ``path`` keeps its previous content.
-    The temporary name is hidden (``.name.XXXX.ext``) and keeps the target's extension, so writers that
-    pick a format by extension (PyAV, OpenCV) still work.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(path)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        commit(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -50,4 +54,4 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))

@@ -1,0 +1,107 @@
+"""avatar-studio-cli: one subcommand per job, a progress bar, clear errors and exit codes.
+
+Exit codes: 0 done, 1 failed (the message says why), 2 bad usage, 130 cancelled (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress as Bar, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from core import __version__
+from core.errors import AvatarStudioError
+from core.jobs import CancelToken, Cancelled, Job, Progress
+from core.project import Project, is_project
+
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+out = Console(soft_wrap=True, highlight=False)
+
+
+def say(text: str) -> None:
+    """Print plain text (paths and names may hold brackets that rich would read as markup)."""
+    out.print(text, markup=False)
+
+
+def run_with_bar(job: Job[Any]) -> Any:
+    """Run a job in this thread with a progress bar; Ctrl-C cancels it cleanly."""
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    try:
+        with Bar(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                 console=err, transient=False) as bar:
+            task = bar.add_task(job.name, total=1.0)
+
+            def report(p: Progress) -> None:
+                bar.update(task, completed=p.fraction, description=p.message or job.name)
+
+            return job.run(report, cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from core.ingest import IngestJob
+
+    root = Path(args.project)
+    project = Project.open(root) if is_project(root) else Project.create(root)
+    ref = run_with_bar(IngestJob(project, Path(args.footage)))
+    say(f"Imported {Path(ref.path).name} into project {project.root}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    project = Project.open(args.project)
+    say(f"{project.name}  ({project.root})")
+    say(f"  created {project.created}, modified {project.modified}")
+    if project.footage is None:
+        say("  footage: none (run 'avatar-studio-cli ingest FOOTAGE --project DIR')")
+    else:
+        f, i = project.footage, project.footage.info
+        status = project.footage_status()
+        say(f"  footage: {f.path}  [{status.value}]")
+        say(f"    {i['width']}x{i['height']}, {i['fps']} fps, {i['frame_count']} frames, "
+                  f"{i['duration']:.3f} s, video {i['video_codec']}")
+        for a in i["audio"]:
+            say(f"    audio #{a['index']}: {a['codec']}, {a['sample_rate']} Hz, {a['channels']} ch, {a['duration']:.3f} s")
+        say(f"    sha256 {f.sha256}")
+    for name, rec in project.stages.items():
+        say(f"  stage {name}: {', '.join(rec.files)}  ({rec.created})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avatar-studio-cli", description="Avatar Studio batch commands.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("ingest", help="import footage into a project (created if needed)")
+    s.add_argument("footage", help="talking-head video with the speaker's voice")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("info", help="describe a project and check its footage")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Cancelled as e:
+        err.print(f"cancelled: {e}", markup=False)
+        return 130
+    except AvatarStudioError as e:
+        err.print(f"error: {e}", markup=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Avatar Studio's entry point: the QApplication, its settings identity, theme and main window."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+
+from PySide6.QtCore import QCoreApplication, QSettings
+from PySide6.QtGui import QColor, QIcon, QPalette
+from PySide6.QtWidgets import QApplication
+
+ORG, APP = "Avatar Studio", "Avatar Studio"
+
+
+def configure_app(app: QApplication) -> None:
+    """Names for QSettings, the Fusion style with a dark palette, the stylesheet and icon."""
+    QCoreApplication.setOrganizationName(ORG)
+    QCoreApplication.setApplicationName(APP)
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    app.setStyle("Fusion")
+    pal = QPalette()
+    for role, rgb in ((QPalette.ColorRole.Window, (37, 37, 42)), (QPalette.ColorRole.WindowText, (220, 220, 225)),
+                      (QPalette.ColorRole.Base, (28, 28, 32)), (QPalette.ColorRole.AlternateBase, (44, 44, 50)),
+                      (QPalette.ColorRole.Text, (220, 220, 225)), (QPalette.ColorRole.Button, (48, 48, 54)),
+                      (QPalette.ColorRole.ButtonText, (220, 220, 225)), (QPalette.ColorRole.Highlight, (60, 130, 210)),
+                      (QPalette.ColorRole.HighlightedText, (255, 255, 255)), (QPalette.ColorRole.ToolTipBase, (50, 50, 56)),
+                      (QPalette.ColorRole.ToolTipText, (230, 230, 235)), (QPalette.ColorRole.PlaceholderText, (130, 130, 140))):
+        pal.setColor(role, QColor(*rgb))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(110, 110, 118))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor(110, 110, 118))
+    app.setPalette(pal)
+    styles = resources.files("resources") / "styles"
+    app.setStyleSheet((styles / "studio.qss").read_text(encoding="utf-8"))
+    with resources.as_file(resources.files("resources") / "icons" / "app.svg") as icon:
+        app.setWindowIcon(QIcon(str(icon)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``avatar-studio [PROJECT_DIR]``"""
+    argv = sys.argv if argv is None else argv
+    app = QApplication.instance() or QApplication(argv)
+    configure_app(app)
+    from studio.main_window import MainWindow  # after the app exists: widgets need it
+
+    window = MainWindow()
+    window.show()
+    if len(argv) > 1:
+        window.open_project(argv[1])
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""The main window: docks, menus, shortcuts and the status bar. Work happens in panels and jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
+                               QPushButton, QWidget)
+
+from core.errors import AvatarStudioError
+from core.jobs import Job
+from core.project import FootageStatus, Project
+from studio.frames import FrameFetcher
+from studio.panels.project import ProjectPanel
+from studio.panels.timeline import TimelinePanel
+from studio.panels.viewer import ViewerPanel
+from studio.playback import Playback
+from studio.state import Footage, ImportJob, OpenFootageJob, StudioState
+from studio.workers import JobWorker, start_job
+
+MAX_RECENT = 10
+VIDEO_FILTER = "Video (*.mp4 *.mov *.mkv *.avi *.m4v *.webm);;All files (*)"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None):
+        super().__init__()
+        self.settings = settings or QSettings()
+        self.state = StudioState()
+        self.playback = Playback(self.state)
+        self.fetcher = FrameFetcher()
+        self.job: JobWorker | None = None
+        self.last_error: str | None = None  # the last message shown to the user (tests read it)
+
+        self.viewer = ViewerPanel(self.state)
+        self.timeline = TimelinePanel(self.state, self.playback)
+        self.project_panel = ProjectPanel(self.state)
+        self.setCentralWidget(self.viewer)
+        self.project_dock = self._dock("Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.timeline_dock = self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea)
+
+        self._build_status_bar()
+        self._build_menus()
+
+        self.fetcher.connect_ready(self.viewer.show_frame)
+        self.state.frame_changed.connect(self._request_frame)
+        self.state.footage_changed.connect(self._footage_changed)
+        self.state.project_changed.connect(self._update_title)
+        self.playback.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.project_panel.relink_requested.connect(self._relink_dialog)
+
+        self.resize(1280, 800)
+        if geometry := self.settings.value("window/geometry"):
+            self.restoreGeometry(geometry)
+        if layout := self.settings.value("window/state"):
+            self.restoreState(layout)
+        else:  # first run: the picture gets the room, the timeline a strip below it
+            self.resizeDocks([self.timeline_dock], [220], Qt.Orientation.Vertical)
+            self.resizeDocks([self.project_dock], [300], Qt.Orientation.Horizontal)
+        self._update_title()
+
+    # --- building ----------------------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower()}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, text: str, slot, shortcut: QKeySequence | str | None = None, menu=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        self.addAction(action)  # shortcuts work with menus hidden or docks focused
+        if menu is not None:
+            menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        file = self.menuBar().addMenu("&File")
+        self._action("&New Project…", self._new_project_dialog, QKeySequence.StandardKey.New, file)
+        self._action("&Open Project…", self._open_project_dialog, QKeySequence.StandardKey.Open, file)
+        self.recent_menu = file.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.save_action = self._action("&Save Project", self.save_project, QKeySequence.StandardKey.Save, file)
+        file.addSeparator()
+        self.import_action = self._action("&Import Footage…", self._import_dialog, "Ctrl+I", file)
+        file.addSeparator()
+        self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, file)
+
+        play = self.menuBar().addMenu("&Playback")
+        self._action("Play / Pause", self.playback.toggle, "Space", play)
+        self._action("Previous Frame", lambda: self.playback.step(-1), "Left", play)
+        self._action("Next Frame", lambda: self.playback.step(1), "Right", play)
+        play.addSeparator()
+        self._action("Shuttle Backward", lambda: self.playback.shuttle(-1), "J", play)
+        self._action("Stop", self.playback.stop, "K", play)
+        self._action("Shuttle Forward", lambda: self.playback.shuttle(1), "L", play)
+        play.addSeparator()
+        self._action("First Frame", lambda: self._seek(0), "Home", play)
+        self._action("Last Frame", lambda: self._seek(self.state.frame_count - 1), "End", play)
+
+        view = self.menuBar().addMenu("&View")
+        for dock in (self.project_dock, self.timeline_dock):
+            view.addAction(dock.toggleViewAction())
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.job_label = QLabel()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setMaximumWidth(240)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_job)
+        for w in (self.job_label, self.progress_bar, self.cancel_button):
+            bar.addPermanentWidget(w)
+            w.hide()
+
+    # --- jobs ---------------------------------------------------------------------------------------
+    def run_job(self, job: Job[Any], on_finished, on_errored=None) -> JobWorker | None:
+        """Run one job at a time in a worker thread, with progress and Cancel in the status bar."""
+        if self.job is not None:
+            self.show_error(f"Wait for '{self.job.name}' to finish (or cancel it) first.")
+            return None
+        self.playback.stop()
+        self.import_action.setEnabled(False)
+        for w in (self.job_label, self.progress_bar, self.cancel_button):
+            w.show()
+        self.job_label.setText(job.name)
+        self.progress_bar.setValue(0)
+        on_errored = on_errored or self._job_failed
+
+        def ended(slot):  # the job's slot is cleared first, so a result handler may start the next job
+            def call(*args) -> None:
+                name = self._end_job()
+                slot(name, *args)
+            return call
+
+        self.job = start_job(job, on_progress=self._job_progress,
+                             on_finished=ended(lambda _name, result: on_finished(result)),
+                             on_errored=ended(lambda name, error: on_errored(name, error)),
+                             on_cancelled=ended(self._job_cancelled))
+        return self.job
+
+    def cancel_job(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.job_label.setText(f"Cancelling {self.job.name}…")
+
+    def _job_progress(self, fraction: float, message: str) -> None:
+        self.progress_bar.setValue(int(fraction * 1000))
+        if message:
+            self.job_label.setText(message)
+
+    def _job_failed(self, name: str, error: Exception) -> None:
+        self.show_error(f"{name} failed: {error}",
+                        None if isinstance(error, AvatarStudioError) else getattr(error, "traceback_text", None))
+
+    def _job_cancelled(self, name: str) -> None:
+        self.statusBar().showMessage(f"{name} cancelled; nothing was changed.", 5000)
+
+    def _end_job(self) -> str:
+        name = self.job.name if self.job else "Job"
+        self.job = None
+        self.import_action.setEnabled(True)
+        for w in (self.job_label, self.progress_bar, self.cancel_button):
+            w.hide()
+        return name
+
+    def show_error(self, message: str, details: str | None = None) -> None:
+        """Tell the user without blocking the event loop (the box is window-modal, not exec'd)."""
+        self.last_error = message
+        box = QMessageBox(QMessageBox.Icon.Warning, "Avatar Studio", message, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        self.statusBar().showMessage(message, 10000)
+
+    # --- project ------------------------------------------------------------------------------------
+    def new_project(self, folder: str | Path) -> bool:
+        try:
+            project = Project.create(folder)
+        except AvatarStudioError as e:
+            self.show_error(str(e))
+            return False
+        self._set_project(project)
+        return True
+
+    def open_project(self, folder: str | Path) -> bool:
+        try:
+            project = Project.open(folder)
+        except AvatarStudioError as e:
+            self.show_error(str(e))
+            return False
+        self._set_project(project)
+        if project.footage is not None:
+            self._open_footage(project.view.get("frame", 0))
+        return True
+
+    def save_project(self) -> None:
+        pr = self.state.project
+        if pr is None:
+            return
+        pr.view["frame"] = self.state.frame
+        try:
+            pr.save()
+        except OSError as e:
+            self.show_error(f"Could not save {pr.root}: {e}")
+            return
+        self.statusBar().showMessage(f"Saved {pr.root}", 4000)
+
+    def import_footage(self, path: str | Path) -> JobWorker | None:
+        """Import a clip into the open project (a New Project dialog first when none is open)."""
+        if self.state.project is None and not self._new_project_dialog():
+            return None
+        pr = self.state.project
+        self.state.set_footage(None, None)
+        return self.run_job(ImportJob(pr, Path(path)), on_finished=self._footage_opened,
+                            on_errored=self._import_failed)
+
+    def relink_footage(self, path: str | Path) -> bool:
+        pr = self.state.project
+        try:
+            pr.relink_footage(path)
+            pr.save()
+        except AvatarStudioError as e:
+            self.show_error(str(e))
+            return False
+        self._open_footage(self.state.frame)
+        return True
+
+    def _import_failed(self, name: str, error: Exception) -> None:
+        self._job_failed(name, error)
+        if self.state.project is not None and self.state.project.footage is not None:
+            self._open_footage(self.state.frame)  # the project kept its previous footage
+
+    def _open_footage(self, frame: int = 0) -> None:
+        self.run_job(OpenFootageJob(self.state.project), on_finished=lambda r: self._footage_opened(r, frame))
+
+    def _footage_opened(self, result: tuple[FootageStatus, Footage | None], frame: int = 0) -> None:
+        status, footage = result
+        self.state.set_footage(footage, status)
+        if footage is not None:
+            self.state.set_frame(frame)
+        else:
+            self.show_error(f"{self.state.project.footage.path}: the footage is {status.value}. "
+                            "Relink it from the Project panel.")
+
+    def _set_project(self, project: Project) -> None:
+        self.state.set_project(project)
+        self._remember_recent(project.root)
+
+    def _footage_changed(self) -> None:
+        self.fetcher.set_reader(self.state.footage.reader if self.state.footage else None)
+        self._request_frame(self.state.frame)
+
+    def _request_frame(self, frame: int) -> None:
+        if self.state.footage is not None:
+            self.fetcher.request(frame)
+
+    def _seek(self, frame: int) -> None:
+        self.playback.stop()
+        self.state.set_frame(frame)
+
+    def _update_title(self) -> None:
+        pr = self.state.project
+        self.setWindowTitle(f"{pr.name} — Avatar Studio" if pr else "Avatar Studio")
+
+    # --- dialogs and settings --------------------------------------------------------------------
+    def _last_dir(self, key: str) -> str:
+        return str(self.settings.value(f"dirs/{key}", str(Path.home())))
+
+    def _new_project_dialog(self) -> bool:
+        folder = QFileDialog.getExistingDirectory(self, "New project: choose an empty folder", self._last_dir("project"))
+        if not folder:
+            return False
+        self.settings.setValue("dirs/project", str(Path(folder).parent))
+        return self.new_project(folder)
+
+    def _open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open project folder", self._last_dir("project"))
+        if folder:
+            self.settings.setValue("dirs/project", str(Path(folder).parent))
+            self.open_project(folder)
+
+    def _import_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import footage", self._last_dir("footage"), VIDEO_FILTER)
+        if path:
+            self.settings.setValue("dirs/footage", str(Path(path).parent))
+            self.import_footage(path)
+
+    def _relink_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Relink footage", self._last_dir("footage"), VIDEO_FILTER)
+        if path:
+            self.relink_footage(path)
+
+    def recent_projects(self) -> list[str]:
+        value = self.settings.value("recentProjects", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _remember_recent(self, root: Path) -> None:
+        items = [str(root)] + [p for p in self.recent_projects() if p != str(root)]
+        self.settings.setValue("recentProjects", items[:MAX_RECENT])
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent_projects():
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self.open_project(p))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        self.cancel_job()
+        self.playback.stop()
+        self.fetcher.close()
+        if self.state.project is not None:
+            self.save_project()
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        super().closeEvent(event)

@@ -1,0 +1,66 @@
+"""Viewer: the current frame, letterboxed to the panel, with its frame number and timecode."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from studio.state import StudioState
+from studio.timecode import timecode
+
+
+class ViewerPanel(QWidget):
+    def __init__(self, state: StudioState):
+        super().__init__()
+        self.state = state
+        self.shown_index: int | None = None       # the frame on screen now
+        self.shown_frame: np.ndarray | None = None  # uint8 [H,W,3], kept alive for the QImage
+        self._image: QImage | None = None
+        self.setMinimumSize(320, 240)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        state.footage_changed.connect(self._clear)
+
+    def show_frame(self, index: int, rgb: np.ndarray) -> None:
+        """Display decoded frame ``index`` (uint8 [H,W,3]); stale answers for older requests are dropped."""
+        if self.state.footage is None or index != self.state.frame:
+            return
+        rgb = np.ascontiguousarray(rgb)
+        h, w, _ = rgb.shape
+        self.shown_index, self.shown_frame = index, rgb
+        self._image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        self.update()
+
+    def _clear(self) -> None:
+        self.shown_index = self.shown_frame = self._image = None
+        self.update()
+
+    def image_rect(self) -> QRect:
+        """Where the frame is drawn: as large as fits, centred, aspect kept."""
+        if self._image is None:
+            return QRect()
+        iw, ih = self._image.width(), self._image.height()
+        s = min(self.width() / iw, self.height() / ih)
+        w, h = int(iw * s), int(ih * s)
+        return QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(18, 18, 20))
+        if self._image is None:
+            p.setPen(QColor(140, 140, 150))
+            text = "Loading…" if self.state.footage else "No footage: File ▸ Import Footage…"
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
+            return
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        p.drawImage(self.image_rect(), self._image)
+        fp = self.state.footage
+        if fp is not None and self.shown_index is not None:
+            label = f"{timecode(self.shown_index, fp.fps)}   frame {self.shown_index} / {fp.frame_count - 1}"
+            p.setPen(QColor(0, 0, 0, 160))
+            r = QRect(8, self.height() - 28, self.width() - 16, 20)
+            p.drawText(r.translated(1, 1), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
+            p.setPen(QColor(235, 235, 235))
+            p.drawText(r, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)

@@ -1,0 +1,119 @@
+"""The session's state, apart from any view: the open project, its opened footage and the playhead.
+Panels read it and listen to its signals; they change it only through its methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from core.ingest import AUDIO_FILE, IngestJob
+from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.media import FrameReader, load_audio
+from core.project import FootageStatus, Project
+
+
+@dataclass
+class Footage:
+    """Footage opened for viewing: random-access frames and the 16 kHz speech track."""
+
+    reader: FrameReader
+    audio: np.ndarray  # float32 [S] mono
+    audio_rate: int
+
+    @property
+    def fps(self) -> Fraction:
+        return self.reader.fps
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.reader)
+
+
+@dataclass
+class OpenFootageJob:
+    """Check the project's source (hashing it if it was touched) and open it for viewing."""
+
+    project: Project
+    name: str = "Open footage"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> tuple[FootageStatus, Footage | None]:
+        ref = self.project.footage
+        assert ref is not None
+        progress(Progress(0.0, "Checking footage"))
+        status = ref.status()
+        if status is not FootageStatus.OK:
+            return status, None
+        cancel.check(self.name)
+        progress(Progress(0.3, "Indexing frames"))
+        reader = FrameReader(ref.path)
+        try:
+            cancel.check(self.name)
+            progress(Progress(0.8, "Loading audio"))
+            rate = self.project.stages["ingest"].config["sample_rate"]
+            audio = load_audio(self.project.path(AUDIO_FILE), rate)  # float32 [S]
+        except BaseException:
+            reader.close()
+            raise
+        progress(Progress(1.0, "Footage ready"))
+        return status, Footage(reader, audio, rate)
+
+
+@dataclass
+class ImportJob:
+    """Ingest a clip into the project, then open it for viewing: one job, one progress bar."""
+
+    project: Project
+    footage: Path
+    name: str = "Import footage"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> tuple[FootageStatus, Footage | None]:
+        IngestJob(self.project, self.footage).run(span(progress, 0.0, 0.7), cancel)
+        return OpenFootageJob(self.project).run(span(progress, 0.7, 1.0), cancel)
+
+
+class StudioState(QObject):
+    project_changed = Signal()
+    footage_changed = Signal()
+    frame_changed = Signal(int)
+    playing_changed = Signal(bool)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.project: Project | None = None
+        self.footage: Footage | None = None
+        self.footage_status: FootageStatus | None = None  # None until checked (off the UI thread)
+        self.frame = 0
+        self.playing = False
+
+    def set_project(self, project: Project | None) -> None:
+        self.set_footage(None, None)
+        self.project = project
+        self.project_changed.emit()
+
+    def set_footage(self, footage: Footage | None, status: FootageStatus | None) -> None:
+        if self.footage is not None and self.footage is not footage:
+            self.footage.reader.close()
+        self.footage, self.footage_status = footage, status
+        self.frame = 0
+        self.footage_changed.emit()
+        self.frame_changed.emit(0)
+
+    @property
+    def frame_count(self) -> int:
+        return self.footage.frame_count if self.footage else 0
+
+    def set_frame(self, index: int) -> None:
+        """Move the playhead, clamped to the footage."""
+        index = max(0, min(int(index), self.frame_count - 1)) if self.frame_count else 0
+        if index != self.frame:
+            self.frame = index
+            self.frame_changed.emit(index)
+
+    def set_playing(self, playing: bool) -> None:
+        if playing != self.playing:
+            self.playing = playing
+            self.playing_changed.emit(playing)

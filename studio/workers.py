@@ -1,0 +1,80 @@
+"""The one bridge from core jobs to Qt: run a job on the thread pool, deliver progress, result, error
+and cancellation back on the UI thread as signals. The UI thread never waits on a job."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+
+from core.jobs import CancelToken, Cancelled, Job, Progress
+
+
+class JobWorker(QObject):
+    """One running job. Signals arrive on the thread that created the worker (the UI thread)."""
+
+    progress = Signal(float, str)   # fraction 0..1, message
+    finished = Signal(object)       # the job's result
+    errored = Signal(object)        # the exception (with .traceback_text for unexpected ones)
+    cancelled = Signal()
+    done = Signal()                 # always last, whichever of the three above came
+
+    _live: set["JobWorker"] = set()  # keeps running workers alive until done
+    _MIN_INTERVAL = 1 / 30           # progress is throttled to what a bar can show
+
+    def __init__(self, job: Job[Any]):
+        super().__init__()
+        self.job = job
+        self.token = CancelToken()
+        self._last_emit = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def _report(self, p: Progress) -> None:
+        now = time.monotonic()
+        if p.fraction >= 1.0 or now - self._last_emit >= self._MIN_INTERVAL:
+            self._last_emit = now
+            self.progress.emit(float(p.fraction), p.message)
+
+    def _run(self) -> None:  # worker thread
+        try:
+            result = self.job.run(self._report, self.token)
+        except Cancelled:
+            self.cancelled.emit()
+        except Exception as e:  # noqa: BLE001 - every error reaches the UI, none is lost in a thread
+            e.traceback_text = traceback.format_exc()  # type: ignore[attr-defined]
+            self.errored.emit(e)
+        else:
+            self.finished.emit(result)
+        finally:
+            self.done.emit()
+
+
+def start_job(
+    job: Job[Any],
+    *,
+    on_progress: Callable[[float, str], None] | None = None,
+    on_finished: Callable[[Any], None] | None = None,
+    on_errored: Callable[[Exception], None] | None = None,
+    on_cancelled: Callable[[], None] | None = None,
+    on_done: Callable[[], None] | None = None,
+    pool: QThreadPool | None = None,
+) -> JobWorker:
+    """Start ``job`` on a pool thread and wire its signals to the given callbacks (UI thread)."""
+    worker = JobWorker(job)
+    queued = Qt.ConnectionType.QueuedConnection  # plain callables too run on the UI thread, never the pool's
+    for signal, slot in ((worker.progress, on_progress), (worker.finished, on_finished),
+                         (worker.errored, on_errored), (worker.cancelled, on_cancelled), (worker.done, on_done)):
+        if slot is not None:
+            signal.connect(slot, queued)
+    JobWorker._live.add(worker)
+    worker.done.connect(lambda: JobWorker._live.discard(worker), queued)
+    (pool or QThreadPool.globalInstance()).start(QRunnable.create(worker._run))
+    return worker

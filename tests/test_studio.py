@@ -1,0 +1,199 @@
+"""The studio window under Xvfb (xcb): import, view, scrub, play, stay responsive, report bad input."""
+
+from __future__ import annotations
+
+import time
+
+import av
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
+
+import core.ingest
+from core.project import Project
+from studio.app import configure_app
+from studio.main_window import MainWindow
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def may_frames(media_dir) -> list[np.ndarray]:
+    """may_13s.mp4 decoded front to back: the truth for what the viewer must show."""
+    with av.open(str(media_dir / "may_13s.mp4")) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.fixture
+def window(qtbot, qapp, tmp_path):
+    configure_app(qapp)
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()
+
+
+def import_clip(window, qtbot, clip, project_dir, timeout=30_000):
+    assert window.new_project(project_dir)
+    assert window.import_footage(clip) is not None
+    qtbot.waitUntil(lambda: window.job is None, timeout=timeout)
+
+
+def shown(window, qtbot, frame: int) -> np.ndarray:
+    qtbot.waitUntil(lambda: window.viewer.shown_index == frame, timeout=10_000)
+    return window.viewer.shown_frame
+
+
+def test_window_opens_with_docks_and_menus(window):
+    assert window.windowTitle() == "Avatar Studio"
+    assert window.project_dock.isVisible() and window.timeline_dock.isVisible() and window.viewer.isVisible()
+    menus = [a.text() for a in window.menuBar().actions()]
+    assert menus == ["&File", "&Playback", "&View"]
+    assert window.project_panel.text("Project").startswith("No project")
+
+
+def test_import_shows_frame_0_and_scrub_to_200(window, qtbot, media_dir, tmp_path, may_frames, artifacts_dir):
+    import_clip(window, qtbot, media_dir / "may_13s.mp4", tmp_path / "proj")
+    assert window.last_error is None
+    assert window.state.frame_count == 331
+    assert np.array_equal(shown(window, qtbot, 0), may_frames[0])
+    assert window.windowTitle().startswith("proj")
+    assert window.project_panel.text("Footage") == "may_13s.mp4"
+    assert window.project_panel.text("Status") == "OK"
+
+    # Drag the playhead to 200.
+    window.timeline.cursor.setValue(200)
+    assert window.state.frame == 200
+    assert np.array_equal(shown(window, qtbot, 200), may_frames[200])
+    assert window.timeline.frame_box.value() == 200
+
+    # Click on the waveform at frame 57.
+    vb = window.timeline.plot.getPlotItem().vb
+    pos = window.timeline.plot.mapFromScene(vb.mapViewToScene(QPointF(57, 0)))
+    qtbot.mouseClick(window.timeline.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.waitUntil(lambda: window.state.frame in (56, 57, 58))
+    f = window.state.frame
+    assert np.array_equal(shown(window, qtbot, f), may_frames[f])
+
+    # Scrub back to 200 for the screenshot, then save it for a person to look at.
+    window.state.set_frame(200)
+    shown(window, qtbot, 200)
+    qtbot.wait(100)
+    path = artifacts_dir / "studio_footage_loaded.png"
+    assert window.grab().save(str(path))
+    assert path.stat().st_size > 20_000
+
+
+def test_keys_play_step_and_shuttle(window, qtbot, media_dir, tmp_path):
+    import_clip(window, qtbot, media_dir / "may_13s.mp4", tmp_path / "proj")
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # window shortcuts fire only in the active window
+    qtbot.keyClick(window, Qt.Key.Key_Right)
+    qtbot.keyClick(window, Qt.Key.Key_Right)
+    assert window.state.frame == 2
+    qtbot.keyClick(window, Qt.Key.Key_Left)
+    assert window.state.frame == 1
+
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert window.state.playing
+    qtbot.waitUntil(lambda: window.state.frame >= 10, timeout=5000)
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert not window.state.playing
+    stopped_at = window.state.frame
+    qtbot.wait(200)
+    assert window.state.frame == stopped_at
+    assert shown(window, qtbot, stopped_at) is not None
+    assert "silently" in window.statusBar().currentMessage() or window.playback.audio.available
+
+    qtbot.keyClick(window, Qt.Key.Key_L)
+    assert window.playback.speed == 1.0
+    qtbot.keyClick(window, Qt.Key.Key_L)
+    assert window.playback.speed == 2.0
+    qtbot.keyClick(window, Qt.Key.Key_J)
+    assert window.playback.speed == -1.0
+    qtbot.keyClick(window, Qt.Key.Key_K)
+    assert not window.state.playing and window.playback.speed == 0.0
+    qtbot.keyClick(window, Qt.Key.Key_End)
+    assert window.state.frame == 330
+
+
+def test_ui_keeps_running_during_import(window, qtbot, media_dir, tmp_path, monkeypatch):
+    """A 20 ms timer on the UI thread keeps firing while an import grinds the CPU in its worker."""
+    real_hash = core.ingest.file_sha256
+
+    def slow_hash(path, on_chunk=None, chunk=1 << 20):
+        end = time.monotonic() + 1.5
+        n = 0
+        while time.monotonic() < end:  # pure-Python work that holds the GIL as a heavy step would
+            n += sum(i * i for i in range(2000))
+            if on_chunk:
+                on_chunk(1)
+        return real_hash(path, on_chunk, chunk)
+
+    monkeypatch.setattr(core.ingest, "file_sha256", slow_hash)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start()
+    t0 = time.monotonic()
+    import_clip(window, qtbot, media_dir / "may_13s.mp4", tmp_path / "proj")
+    t1 = time.monotonic()
+    timer.stop()
+    assert window.state.footage is not None
+    assert t1 - t0 >= 1.5
+    during = [t for t in ticks if t0 <= t <= t1]
+    gaps = np.diff([t0, *during, t1])
+    assert len(during) >= 0.5 * (t1 - t0) / 0.020, f"{len(during)} ticks in {t1 - t0:.2f} s"
+    assert gaps.max() < 0.25, f"UI thread stalled for {gaps.max() * 1000:.0f} ms"
+
+
+def test_bad_import_names_file_and_keeps_project(window, qtbot, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    import_clip(window, qtbot, bad, tmp_path / "proj")
+    assert "notes.mp4" in window.last_error and "not a media file" in window.last_error
+    assert window.state.footage is None
+    assert Project.open(tmp_path / "proj").footage is None
+
+
+def test_cancel_import_leaves_project_as_it_was(window, qtbot, media_dir, tmp_path, monkeypatch):
+    def cancelling_hash(path, on_chunk=None, chunk=1 << 20):
+        window.cancel_job()
+        on_chunk(1)  # the job checks its token here
+        raise AssertionError("unreachable: the job should have stopped")
+
+    monkeypatch.setattr(core.ingest, "file_sha256", cancelling_hash)
+    import_clip(window, qtbot, media_dir / "may_13s.mp4", tmp_path / "proj")
+    assert "cancelled" in window.statusBar().currentMessage()
+    assert window.last_error is None
+    assert Project.open(tmp_path / "proj").footage is None
+    assert sorted(f.name for f in (tmp_path / "proj").iterdir()) == ["project.json"]
+
+
+def test_reopen_restores_frame_and_reports_moved_footage(window, qtbot, media_dir, tmp_path):
+    import shutil
+
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(media_dir / "katie_8s.mp4", clip)
+    import_clip(window, qtbot, clip, tmp_path / "proj")
+    window.state.set_frame(120)
+    window.save_project()
+    assert window.recent_projects()[0] == str(tmp_path / "proj")
+
+    assert window.open_project(tmp_path / "proj")
+    qtbot.waitUntil(lambda: window.job is None, timeout=10_000)
+    assert window.state.frame == 120
+    shown(window, qtbot, 120)
+
+    clip.rename(tmp_path / "moved.mp4")
+    assert window.open_project(tmp_path / "proj")
+    qtbot.waitUntil(lambda: window.job is None, timeout=10_000)
+    assert window.state.footage is None
+    assert "missing" in window.last_error
+    assert window.project_panel.relink_button.isVisible()
+    assert window.relink_footage(tmp_path / "moved.mp4")
+    qtbot.waitUntil(lambda: window.job is None, timeout=10_000)
+    assert window.state.footage is not None
