@@ -25,7 +25,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     def enc(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: enc(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, (Path, Fraction)):
+        if isinstance(v, Fraction):
+            return f"{v.numerator}/{v.denominator}"  # "25/1": a rate reads as a rate
+        if isinstance(v, Path):
             return str(v)
         if isinstance(v, (list, tuple)):
             return [enc(x) for x in v]

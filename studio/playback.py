@@ -11,6 +11,9 @@ from studio.audio_io import AudioOutput
 from studio.state import StudioState
 
 SHUTTLE_SPEEDS = (1.0, 2.0, 4.0, 8.0)
+# The audio clock is trusted while it stays this close to the wall clock; a device that runs free (ALSA's
+# null or file sinks) or stalls would otherwise race or freeze the picture.
+MAX_CLOCK_DRIFT_S = 0.5
 
 
 class Playback(QObject):
@@ -80,12 +83,17 @@ class Playback(QObject):
         self.audio.stop()
 
     def _elapsed(self) -> float:
+        wall = time.monotonic() - self._t0
         if self._audio_clock:
             pos = self.audio.position()
             fp = self.state.footage
             if pos is not None and fp is not None:
-                return pos - self._frame0 / float(fp.fps)
-        return time.monotonic() - self._t0
+                heard = pos - self._frame0 / float(fp.fps)
+                if abs(heard - wall) < MAX_CLOCK_DRIFT_S:
+                    return heard
+            self._audio_clock = False
+            self.notice.emit("The audio device's clock is unreliable: the picture follows the system clock")
+        return wall
 
     def _tick(self) -> None:
         fp = self.state.footage

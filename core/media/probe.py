@@ -8,7 +8,7 @@ H.264 here, disk-bound for large 4K files.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
+from core import config
 from core.errors import MediaError
 
 # A file FFmpeg cannot open that starts with one of these (offset, bytes) is damaged media; anything else is
@@ -81,34 +82,12 @@ class MediaInfo:
         return bool(self.audio)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (for project files): path as str, fps as "num/den"."""
-        return {
-            "path": str(self.path),
-            "container": self.container,
-            "duration": self.duration,
-            "fps": None if self.fps is None else f"{self.fps.numerator}/{self.fps.denominator}",
-            "width": self.width,
-            "height": self.height,
-            "frame_count": self.frame_count,
-            "video_codec": self.video_codec,
-            "variable_frame_rate": self.variable_frame_rate,
-            "audio": [asdict(a) for a in self.audio],
-        }
+        """JSON-safe form (for project files): path and fps as strings."""
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MediaInfo:
-        return cls(
-            path=Path(d["path"]),
-            container=d["container"],
-            duration=float(d["duration"]),
-            fps=None if d["fps"] is None else Fraction(d["fps"]),
-            width=int(d["width"]),
-            height=int(d["height"]),
-            frame_count=int(d["frame_count"]),
-            video_codec=d["video_codec"],
-            variable_frame_rate=bool(d["variable_frame_rate"]),
-            audio=tuple(AudioStreamInfo(**a) for a in d["audio"]),
-        )
+        return config.from_dict(cls, d)
 
 
 @dataclass(frozen=True)
