@@ -75,6 +75,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from core.tracking.track import TrackJob, TrackConfig
+
+    faces = TrackConfig().landmarks.max_faces
+    if args.face is not None and not 0 <= args.face < faces:
+        err.print(f"error: --face must be between 0 and {faces - 1}, got {args.face}", markup=False)
+        return 2
+    project = Project.open(args.project)
+    result = run_with_bar(TrackJob(project, face=args.face))
+    detected, valid = result["detected"], result["valid"]
+    reproj = float(np.mean(result["reproj_px"][valid]))
+    say(f"Tracked {project.name}: a face on {int(detected.sum())}/{len(detected)} frames "
+        f"({int((valid & ~detected).sum())} interpolated), focal {float(result['focal']):.1f} px, "
+        f"mean reprojection error {reproj:.2f} px")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar-studio-cli", description="Avatar Studio batch commands.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -88,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="describe a project and check its footage")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
     s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("track", help="track the face: landmarks, blendshapes, head pose (stabilized)")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.add_argument("--face", type=int, default=None, metavar="N",
+                   help="follow the N-th face from the left (0 first) instead of the largest, most central")
+    s.set_defaults(func=cmd_track)
     return p
 
 

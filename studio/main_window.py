@@ -12,13 +12,15 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QM
 
 from core.errors import AvatarStudioError
 from core.jobs import Job
-from core.project import FootageStatus, Project
+from core.project import Project
 from studio.frames import FrameFetcher
+from studio.panels.pose_curves import PoseCurvesPanel
 from studio.panels.project import ProjectPanel
 from studio.panels.timeline import TimelinePanel
+from studio.panels.tracking import TrackingPanel
 from studio.panels.viewer import ViewerPanel
 from studio.playback import Playback
-from studio.state import Footage, ImportJob, OpenFootageJob, StudioState
+from studio.state import ImportJob, Opened, OpenFootageJob, StudioState, TrackForViewJob
 from studio.workers import JobWorker, start_job
 
 MAX_RECENT = 10
@@ -38,9 +40,13 @@ class MainWindow(QMainWindow):
         self.viewer = ViewerPanel(self.state)
         self.timeline = TimelinePanel(self.state, self.playback)
         self.project_panel = ProjectPanel(self.state)
+        self.tracking_panel = TrackingPanel(self.state)
+        self.pose_curves = PoseCurvesPanel(self.state)
         self.setCentralWidget(self.viewer)
         self.project_dock = self._dock("Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tracking_dock = self._dock("Tracking", self.tracking_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.timeline_dock = self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.pose_dock = self._dock("Pose Curves", self.pose_curves, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self._build_status_bar()
         self._build_menus()
@@ -51,6 +57,9 @@ class MainWindow(QMainWindow):
         self.state.project_changed.connect(self._update_title)
         self.playback.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.project_panel.relink_requested.connect(self._relink_dialog)
+        self.tracking_panel.run_requested.connect(self.track_face)
+        self.tracking_panel.cancel_requested.connect(self.cancel_job)
+        self.tracking_panel.overlays_changed.connect(lambda lm, mesh: self.viewer.set_overlays(lm, mesh))
 
         self.resize(1280, 800)
         if geometry := self.settings.value("window/geometry"):
@@ -59,7 +68,7 @@ class MainWindow(QMainWindow):
             self.restoreState(layout)
         else:  # first run: the picture gets the room, the timeline a strip below it
             self.resizeDocks([self.timeline_dock], [220], Qt.Orientation.Vertical)
-            self.resizeDocks([self.project_dock], [300], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.project_dock, self.pose_dock], [300, 420], Qt.Orientation.Horizontal)
         self._update_title()
 
     # --- building ----------------------------------------------------------------------------------
@@ -104,8 +113,18 @@ class MainWindow(QMainWindow):
         self._action("First Frame", lambda: self._seek(0), "Home", play)
         self._action("Last Frame", lambda: self._seek(self.state.frame_count - 1), "End", play)
 
+        track = self.menuBar().addMenu("&Tracking")
+        self._action("&Track Face", self.track_face, "Ctrl+T", track)
+
         view = self.menuBar().addMenu("&View")
-        for dock in (self.project_dock, self.timeline_dock):
+        for box, key in ((self.tracking_panel.landmarks_box, "Shift+L"), (self.tracking_panel.mesh_box, "Shift+M")):
+            action = QAction(box.text(), self, checkable=True, shortcut=QKeySequence(key))
+            action.toggled.connect(box.setChecked)  # the panel's box and the menu item stay in step
+            box.toggled.connect(action.setChecked)
+            self.addAction(action)
+            view.addAction(action)
+        view.addSeparator()
+        for dock in (self.project_dock, self.tracking_dock, self.timeline_dock, self.pose_dock):
             view.addAction(dock.toggleViewAction())
 
     def _build_status_bar(self) -> None:
@@ -183,24 +202,24 @@ class MainWindow(QMainWindow):
 
     # --- project ------------------------------------------------------------------------------------
     def new_project(self, folder: str | Path) -> bool:
-        try:
-            project = Project.create(folder)
-        except AvatarStudioError as e:
-            self.show_error(str(e))
-            return False
-        self._set_project(project)
-        return True
+        return self._adopt_project(Project.create, folder) is not None
 
     def open_project(self, folder: str | Path) -> bool:
+        project = self._adopt_project(Project.open, folder)
+        if project is not None and project.footage is not None:
+            self._open_footage(project.view.get("frame", 0))
+        return project is not None
+
+    def _adopt_project(self, make, folder: str | Path) -> Project | None:
+        """Create or open a project (``make``), make it current and remember it; errors are shown."""
         try:
-            project = Project.open(folder)
+            project = make(folder)
         except AvatarStudioError as e:
             self.show_error(str(e))
-            return False
-        self._set_project(project)
-        if project.footage is not None:
-            self._open_footage(project.view.get("frame", 0))
-        return True
+            return None
+        self.state.set_project(project)
+        self._remember_recent(project.root)
+        return project
 
     def save_project(self) -> None:
         pr = self.state.project
@@ -223,6 +242,25 @@ class MainWindow(QMainWindow):
         return self.run_job(ImportJob(pr, Path(path)), on_finished=self._footage_opened,
                             on_errored=self._import_failed)
 
+    def track_face(self) -> JobWorker | None:
+        """Track the face through the footage (landmarks, pose, stabilizer) and show the result."""
+        if self.state.footage is None:
+            self.show_error("Import footage before tracking.")
+            return None
+        self.tracking_panel.set_running(True)
+        worker = self.run_job(TrackForViewJob(self.state.project), on_finished=self.state.set_tracking,
+                              on_errored=self._tracking_failed)
+        if worker is None:
+            self.tracking_panel.set_running(False)
+        else:
+            worker.progress.connect(self.tracking_panel.set_progress)
+            worker.cancelled.connect(lambda: self.tracking_panel.set_running(False))
+        return worker
+
+    def _tracking_failed(self, name: str, error: Exception) -> None:
+        self.tracking_panel.set_running(False)
+        self._job_failed(name, error)
+
     def relink_footage(self, path: str | Path) -> bool:
         pr = self.state.project
         try:
@@ -242,18 +280,14 @@ class MainWindow(QMainWindow):
     def _open_footage(self, frame: int = 0) -> None:
         self.run_job(OpenFootageJob(self.state.project), on_finished=lambda r: self._footage_opened(r, frame))
 
-    def _footage_opened(self, result: tuple[FootageStatus, Footage | None], frame: int = 0) -> None:
-        status, footage = result
-        self.state.set_footage(footage, status)
-        if footage is not None:
+    def _footage_opened(self, opened: Opened, frame: int = 0) -> None:
+        self.state.set_footage(opened.footage, opened.status)
+        if opened.footage is not None:
+            self.state.set_tracking(opened.tracking)
             self.state.set_frame(frame)
         else:
-            self.show_error(f"{self.state.project.footage.path}: the footage is {status.value}. "
+            self.show_error(f"{self.state.project.footage.path}: the footage is {opened.status.value}. "
                             "Relink it from the Project panel.")
-
-    def _set_project(self, project: Project) -> None:
-        self.state.set_project(project)
-        self._remember_recent(project.root)
 
     def _footage_changed(self) -> None:
         self.fetcher.set_reader(self.state.footage.reader if self.state.footage else None)

@@ -14,6 +14,7 @@ from core.ingest import AUDIO_FILE, IngestJob
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import FrameReader, load_audio
 from core.project import FootageStatus, Project
+from core.tracking.track import TrackJob, load_tracking
 
 
 @dataclass
@@ -34,19 +35,26 @@ class Footage:
 
 
 @dataclass
+class Opened:
+    status: FootageStatus
+    footage: Footage | None
+    tracking: dict[str, np.ndarray] | None  # tracking.npz's arrays, when the project has them
+
+
+@dataclass
 class OpenFootageJob:
     """Check the project's source (hashing it if it was touched) and open it for viewing."""
 
     project: Project
     name: str = "Open footage"
 
-    def run(self, progress: ProgressFn, cancel: CancelToken) -> tuple[FootageStatus, Footage | None]:
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> Opened:
         ref = self.project.footage
         assert ref is not None
         progress(Progress(0.0, "Checking footage"))
         status = ref.status()
         if status is not FootageStatus.OK:
-            return status, None
+            return Opened(status, None, None)
         cancel.check(self.name)
         progress(Progress(0.3, "Indexing frames"))
         reader = FrameReader(ref.path)
@@ -55,11 +63,12 @@ class OpenFootageJob:
             progress(Progress(0.8, "Loading audio"))
             rate = self.project.stages["ingest"].config["sample_rate"]
             audio = load_audio(self.project.path(AUDIO_FILE), rate)  # float32 [S]
+            tracking = load_tracking(self.project) if "tracking" in self.project.stages else None
         except BaseException:
             reader.close()
             raise
         progress(Progress(1.0, "Footage ready"))
-        return status, Footage(reader, audio, rate)
+        return Opened(status, Footage(reader, audio, rate), tracking)
 
 
 @dataclass
@@ -70,9 +79,21 @@ class ImportJob:
     footage: Path
     name: str = "Import footage"
 
-    def run(self, progress: ProgressFn, cancel: CancelToken) -> tuple[FootageStatus, Footage | None]:
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> Opened:
         IngestJob(self.project, self.footage).run(span(progress, 0.0, 0.7), cancel)
         return OpenFootageJob(self.project).run(span(progress, 0.7, 1.0), cancel)
+
+
+@dataclass
+class TrackForViewJob:
+    """Track the project's footage, then load the result for the panels."""
+
+    project: Project
+    name: str = "Track face"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> dict[str, np.ndarray]:
+        TrackJob(self.project).run(span(progress, 0.0, 0.98), cancel)
+        return load_tracking(self.project)
 
 
 class StudioState(QObject):
@@ -80,12 +101,14 @@ class StudioState(QObject):
     footage_changed = Signal()
     frame_changed = Signal(int)
     playing_changed = Signal(bool)
+    tracking_changed = Signal()
 
     def __init__(self) -> None:
         super().__init__()
         self.project: Project | None = None
         self.footage: Footage | None = None
         self.footage_status: FootageStatus | None = None  # None until checked (off the UI thread)
+        self.tracking: dict[str, np.ndarray] | None = None  # tracking.npz of the current footage
         self.frame = 0
         self.playing = False
 
@@ -101,6 +124,11 @@ class StudioState(QObject):
         self.frame = 0
         self.footage_changed.emit()
         self.frame_changed.emit(0)
+        self.set_tracking(None)
+
+    def set_tracking(self, tracking: dict[str, np.ndarray] | None) -> None:
+        self.tracking = tracking
+        self.tracking_changed.emit()
 
     @property
     def frame_count(self) -> int:

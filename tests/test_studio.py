@@ -50,7 +50,7 @@ def test_window_opens_with_docks_and_menus(window):
     assert window.windowTitle() == "Avatar Studio"
     assert window.project_dock.isVisible() and window.timeline_dock.isVisible() and window.viewer.isVisible()
     menus = [a.text() for a in window.menuBar().actions()]
-    assert menus == ["&File", "&Playback", "&View"]
+    assert menus == ["&File", "&Playback", "&Tracking", "&View"]
     assert window.project_panel.text("Project").startswith("No project")
 
 
@@ -138,10 +138,14 @@ def test_ui_keeps_running_during_import(window, qtbot, media_dir, tmp_path, monk
     timer.setInterval(20)
     timer.timeout.connect(lambda: ticks.append(time.monotonic()))
     timer.start()
-    t0 = time.monotonic()
-    import_clip(window, qtbot, media_dir / "may_13s.mp4", tmp_path / "proj")
-    t1 = time.monotonic()
+    assert window.new_project(tmp_path / "proj")
+    worker = window.import_footage(media_dir / "may_13s.mp4")
+    t0 = time.monotonic()  # the job runs from here until its last progress report reaches the UI
+    reports: list[float] = []
+    worker.progress.connect(lambda *_: reports.append(time.monotonic()))
+    qtbot.waitUntil(lambda: window.job is None, timeout=30_000)
     timer.stop()
+    t1 = reports[-1]
     assert window.state.footage is not None
     assert t1 - t0 >= 1.5
     during = [t for t in ticks if t0 <= t <= t1]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QRect, Qt
-from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtCore import QLineF, QPointF, QRect, Qt
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from core.tracking.pose import head_vertices, project
+from core.tracking.template import canonical_mesh
 from studio.state import StudioState
 from studio.timecode import timecode
 
@@ -18,10 +20,22 @@ class ViewerPanel(QWidget):
         self.shown_index: int | None = None       # the frame on screen now
         self.shown_frame: np.ndarray | None = None  # uint8 [H,W,3], kept alive for the QImage
         self._image: QImage | None = None
+        self.show_landmarks = False
+        self.show_mesh = False
+        self._edges: np.ndarray | None = None  # int32 [E,2] unique template edges, built on first use
         self.setMinimumSize(320, 240)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         state.footage_changed.connect(self._clear)
+        state.tracking_changed.connect(self.update)
+
+    def set_overlays(self, landmarks: bool | None = None, mesh: bool | None = None) -> None:
+        """Toggle the tracked landmarks (points) and the template mesh drawn with the stabilized pose."""
+        if landmarks is not None:
+            self.show_landmarks = landmarks
+        if mesh is not None:
+            self.show_mesh = mesh
+        self.update()
 
     def show_frame(self, index: int, rgb: np.ndarray) -> None:
         """Display decoded frame ``index`` (uint8 [H,W,3]); stale answers for older requests are dropped."""
@@ -56,6 +70,7 @@ class ViewerPanel(QWidget):
             return
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         p.drawImage(self.image_rect(), self._image)
+        self._paint_overlays(p)
         fp = self.state.footage
         if fp is not None and self.shown_index is not None:
             label = f"{timecode(self.shown_index, fp.fps)}   frame {self.shown_index} / {fp.frame_count - 1}"
@@ -64,3 +79,29 @@ class ViewerPanel(QWidget):
             p.drawText(r.translated(1, 1), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
             p.setPen(QColor(235, 235, 235))
             p.drawText(r, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
+
+    def _to_widget(self, pts: np.ndarray) -> np.ndarray:
+        """Image pixels [N,2] -> widget coordinates [N,2] (pixel centres)."""
+        r = self.image_rect()
+        k = r.width() / self._image.width()
+        return (pts + 0.5) * k + np.array([r.x(), r.y()])
+
+    def _paint_overlays(self, p: QPainter) -> None:
+        tr, i = self.state.tracking, self.shown_index
+        if tr is None or i is None or i >= len(tr["valid"]) or not (self.show_mesh or self.show_landmarks):
+            return
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        if self.show_mesh:
+            if self._edges is None:
+                e = np.sort(canonical_mesh().triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+                self._edges = np.unique(e, axis=0)
+            verts = tr["template"] if "template" in tr else head_vertices() * float(tr["scale"])  # [468,3] head space
+            uv = project(verts, tr["rot"][i], tr["trans"][i], float(tr["focal"]), float(tr["cx"]), float(tr["cy"]))
+            w = self._to_widget(uv)
+            p.setPen(QPen(QColor(90, 200, 255, 120), 1))
+            p.drawLines([QLineF(*w[a], *w[b]) for a, b in self._edges])
+        if self.show_landmarks:
+            w = self._to_widget(tr["landmarks"][i])
+            color = QColor(120, 255, 120) if tr["detected"][i] else QColor(255, 150, 60)  # orange: interpolated
+            p.setPen(QPen(color, 2.5))
+            p.drawPoints([QPointF(x, y) for x, y in w])

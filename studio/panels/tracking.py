@@ -1,0 +1,75 @@
+"""Tracking panel: run face tracking (progress, cancel), its summary, and the Viewer's overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from studio.state import StudioState
+
+
+class TrackingPanel(QWidget):
+    run_requested = Signal()
+    cancel_requested = Signal()
+    overlays_changed = Signal(bool, bool)  # landmarks, mesh
+
+    def __init__(self, state: StudioState):
+        super().__init__()
+        self.state = state
+        self.run_button = QPushButton("Track Face")
+        self.run_button.setToolTip("Landmarks, blendshapes, head pose and the Head-Sync Stabilizer")
+        self.run_button.clicked.connect(self.run_requested)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.message = QLabel()
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.landmarks_box = QCheckBox("Landmark overlay")
+        self.mesh_box = QCheckBox("Mesh overlay (stabilized pose)")
+        for box in (self.landmarks_box, self.mesh_box):
+            box.toggled.connect(lambda _on: self.overlays_changed.emit(self.landmarks_box.isChecked(),
+                                                                       self.mesh_box.isChecked()))
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.message)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.landmarks_box)
+        layout.addWidget(self.mesh_box)
+        layout.addStretch(1)
+        state.footage_changed.connect(self._refresh)
+        state.tracking_changed.connect(self._refresh)
+        self.set_running(False)
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running and self.state.footage is not None)
+        self.cancel_button.setEnabled(running)
+        self.progress.setVisible(running)
+        if running:
+            self.progress.setValue(0)
+
+    def set_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.message.setText(message)
+
+    def _refresh(self) -> None:
+        self.set_running(False)
+        tr = self.state.tracking
+        if self.state.footage is None:
+            self.summary.setText("Import footage to track a face.")
+        elif tr is None:
+            self.summary.setText("Not tracked yet.")
+        else:
+            n = len(tr["valid"])
+            self.summary.setText(
+                f"Face on {int(tr['detected'].sum())} of {n} frames ({int((tr['valid'] & ~tr['detected']).sum())} "
+                f"interpolated). Focal {float(tr['focal']):.0f} px, rigid reprojection "
+                f"{float(np.nanmean(tr['reproj_px'])):.2f} px mean.")
+        self.landmarks_box.setEnabled(tr is not None)
+        self.mesh_box.setEnabled(tr is not None)

@@ -1,0 +1,88 @@
+"""Tracking in the studio: pose curves (raw vs stabilized), click-to-seek, landmark and mesh overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, QSettings, Qt
+
+from core.ingest import IngestJob
+from core.jobs import run_job
+from core.project import Project
+from core.tracking.track import TrackJob
+from studio.app import configure_app
+from studio.main_window import MainWindow
+from studio.panels.pose_curves import POSE_CURVES
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def tracked_project(media_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracked") / "may"
+    project = Project.create(root)
+    run_job(IngestJob(project, media_dir / "may_13s.mp4"))
+    run_job(TrackJob(project))
+    return root
+
+
+@pytest.fixture
+def window(qtbot, qapp, tmp_path, tracked_project):
+    configure_app(qapp)
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.open_project(tracked_project)
+    qtbot.waitUntil(lambda: w.job is None and w.state.tracking is not None, timeout=20_000)
+    yield w
+    w.close()
+
+
+def test_pose_curves_six_curves_one_point_per_frame(window):
+    panel = window.pose_curves
+    assert set(panel.curves) == set(POSE_CURVES)
+    for name in POSE_CURVES:
+        raw, stable = panel.curves[name]
+        for item in (raw, stable):
+            x, y = item.getData()
+            assert len(x) == len(y) == 331 and np.isfinite(y).all()
+    assert set(panel.blend_curves) == {"eyeBlinkLeft", "eyeBlinkRight", "jawOpen"}
+    panel.set_blendshape_visible("jawOpen", False)
+    panel.set_blendshape_visible("mouthSmileLeft", True)
+    assert set(panel.blend_curves) == {"eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft"}
+    assert "Face on" in window.tracking_panel.summary.text()
+
+
+@pytest.mark.parametrize("plot_name", ["yaw", "tz"])
+def test_clicking_a_curve_seeks_the_timeline(window, qtbot, plot_name):
+    panel = window.pose_curves
+    window.pose_dock.raise_()
+    qtbot.wait(50)
+    plot = panel.plots[plot_name]
+    k = 123
+    scene = plot.vb.mapViewToScene(QPointF(k, float(np.mean(plot.vb.viewRange()[1]))))
+    pos = panel.graphics.mapFromScene(scene)
+    qtbot.mouseClick(panel.graphics.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.waitUntil(lambda: abs(window.state.frame - k) <= 1)
+    assert window.timeline.frame_box.value() == window.state.frame
+    assert all(c.value() == window.state.frame for c in panel.cursors)
+
+
+def test_overlay_screenshot(window, qtbot, artifacts_dir):
+    window.tracking_panel.landmarks_box.setChecked(True)
+    window.tracking_panel.mesh_box.setChecked(True)
+    assert window.viewer.show_landmarks and window.viewer.show_mesh
+    window.state.set_frame(100)
+    qtbot.waitUntil(lambda: window.viewer.shown_index == 100, timeout=10_000)
+    qtbot.wait(100)
+    path = artifacts_dir / "studio_tracking_overlay.png"
+    assert window.grab().save(str(path))
+    viewer_path = artifacts_dir / "viewer_landmark_overlay.png"
+    assert window.viewer.grab().save(str(viewer_path))
+    # The overlay really drew: green landmark pixels appear on the viewer where the frame had none.
+    img = window.viewer.grab().toImage()
+    w, h = img.width(), img.height()
+    arr = np.frombuffer(img.constBits(), np.uint8).reshape(h, img.bytesPerLine() // 4, 4)[:, :w, :3]
+    green = (arr[..., 1] > 220) & (arr[..., 0] < 160) & (arr[..., 2] < 160)  # BGRA: G high, R/B low
+    assert green.sum() > 300
