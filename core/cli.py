@@ -78,7 +78,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_track(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from core.tracking.track import TrackJob, TrackConfig
+    from core.tracking.track import TrackConfig, TrackJob
 
     faces = TrackConfig().landmarks.max_faces
     if args.face is not None and not 0 <= args.face < faces:
