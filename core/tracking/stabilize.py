@@ -4,15 +4,16 @@ face and a two-stage bundle adjustment that starts from the per-frame fit of cor
 (a) track_keypoints, from images: dense optical flow (DIS) on the face; the points where the Laplacian of
     the flow is strongest (Eq. 9-10: a point moving unlike its neighbourhood is a feature that can be
     followed), inside the face oval, weighted down in the eye, brow and mouth regions whose motion is not
-    the skull's; then followed frame to frame with pyramidal Lucas-Kanade under a forward-backward check,
-    with new points picked whenever too few survive.
+    the skull's (the mouth's being the whole face below the nose tip); then followed frame to frame with
+    pyramidal Lucas-Kanade under a forward-backward check, with new points picked whenever too few survive.
     Why LK rather than chaining the dense flow: LK matches each point's own patch again in every new frame,
     so a textured point stays sub-pixel; chained flow samples an interpolated, regularised field and adds
     its error up frame after frame, and would cost a dense field per frame (two for the backward check).
     Dense flow is computed only on the frames where points are picked.
 (b) bundle_adjust, no images: Eq. 11 places the keypoints in 3D with the poses held; Eq. 12 then moves
     keypoints, rotations (axis-angle) and translations together. The loss is the weighted Huber
-    reprojection error of keypoints and rigid landmarks plus the poses' squared acceleration across frames.
+    reprojection error of keypoints and rigid landmarks plus the poses' acceleration across frames, squared
+    while small (jitter) and linear when large (a turn starting), so real motion keeps its onsets.
 
 Pixel positions follow the landmarks' convention (pixel i spans [i, i + 1)); OpenCV's image functions put
 pixel centres on integers, hence the half-pixel shifts around them.
@@ -33,7 +34,7 @@ from core.tracking.pose import PoseFit
 from core.tracking.template import (FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS, NOSE_TIP, RIGHT_BROW, RIGHT_EYE,
                                     RIGID_LANDMARKS, canonical_mesh)
 
-_SEMANTIC_REGIONS = (LEFT_EYE, RIGHT_EYE, LEFT_BROW, RIGHT_BROW, LIPS)  # non-rigid: weighted down
+_NONRIGID_LANDMARKS = np.concatenate([LEFT_EYE, RIGHT_EYE, LEFT_BROW, RIGHT_BROW, LIPS])  # weighted down
 _FOREHEAD, _CHIN = 10, 152  # landmarks on the face's vertical axis
 
 
@@ -47,11 +48,12 @@ class StabilizeConfig:
     region_margin: float = 0.04     # the eye, brow and mouth regions grow by this fraction of the face width
     lk_window: int = 21             # Lucas-Kanade window, px
     lk_levels: int = 3              # Lucas-Kanade pyramid levels above the image
-    fb_max_px: float = 0.5          # forward-backward disagreement that ends a track, px
+    fb_max_px: float = 1.0          # forward-backward disagreement that ends a track, px
     outlier_px: float = 3.0         # keypoints whose median residual after stage 1 exceeds this are dropped
-    huber_px: float = 1.0           # reprojection errors beyond this count linearly
-    landmark_weight: float = 0.5    # the landmark term's weight per point, against 1 per keypoint
-    smooth_weight: float = 4.0      # squared pose acceleration (px-equivalent) against the reprojection error
+    huber_px: float = 2.0           # reprojection errors beyond this count linearly
+    landmark_weight: float = 1.0    # the landmark term's weight per point, against 1 per keypoint
+    smooth_weight: float = 4.0      # pose acceleration (px-equivalent, squared) against the reprojection error
+    smooth_huber_px: float = 0.15   # accelerations beyond this count linearly, so a sudden turn stays sudden
     stage1_iterations: int = 30     # LBFGS iterations placing the keypoints (Eq. 11)
     stage2_iterations: int = 150    # LBFGS iterations of the joint adjustment (Eq. 12)
 
@@ -62,8 +64,8 @@ class StabilizeConfig:
             raise ValueError(f"semantic_weight must be in [0, 1], got {self.semantic_weight}")
         if self.lk_window < 5 or self.lk_window % 2 == 0:
             raise ValueError(f"lk_window must be odd and >= 5, got {self.lk_window}")
-        if min(self.huber_px, self.fb_max_px, self.outlier_px) <= 0 or self.smooth_weight < 0:
-            raise ValueError("huber_px, fb_max_px and outlier_px must be > 0, smooth_weight >= 0")
+        if min(self.huber_px, self.smooth_huber_px, self.fb_max_px, self.outlier_px) <= 0 or self.smooth_weight < 0:
+            raise ValueError("huber_px, smooth_huber_px, fb_max_px and outlier_px must be > 0, smooth_weight >= 0")
 
 
 @dataclass
@@ -93,6 +95,15 @@ def stabilize(frames: Callable[[int], np.ndarray], landmarks: np.ndarray, valid:
     """Stable per-frame pose: frames(i) -> uint8 [H,W,3] RGB, landmarks [T,468+,2] px, valid [T], the raw fit."""
     progress = progress or (lambda p: None)
     cancel = cancel or CancelToken()
+    landmarks = np.asarray(landmarks, np.float32)
+    valid = np.asarray(valid, bool)
+    if landmarks.ndim != 3 or landmarks.shape[1] < 468 or landmarks.shape[2] != 2:
+        raise ValueError(f"landmarks must be [T,468+,2], got {landmarks.shape}")
+    if not len(valid) == len(landmarks) == len(fit.rot) == len(fit.trans):
+        raise ValueError(f"clip lengths differ: landmarks {len(landmarks)}, valid {len(valid)}, "
+                         f"fit {len(fit.rot)}")
+    if not valid.any():
+        raise ValueError("stabilize: no valid frames - no face was found in any frame of the clip")
     tracks = track_keypoints(frames, landmarks, valid, config, span(progress, 0.0, 0.6), cancel)
     return bundle_adjust(tracks, landmarks, valid, fit, config, span(progress, 0.6, 1.0), cancel)
 
@@ -112,10 +123,10 @@ def track_keypoints(frames: Callable[[int], np.ndarray], landmarks: np.ndarray, 
     valid = np.asarray(valid, bool)
     lk = dict(winSize=(config.lk_window, config.lk_window), maxLevel=config.lk_levels,
               criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     pts = np.zeros((0, 2), np.float32)   # [n,2] live tracks, OpenCV pixel coordinates
     ids = np.zeros(0, np.int32)          # [n] their keypoint ids
     frame_obs, point_obs, uv_obs, weights = [], [], [], []
+    next_id = 0
     prev = None                          # previous frame's grey image, None after an invalid frame
     for t in range(len(valid)):
         if t % 32 == 0:
@@ -138,13 +149,11 @@ def track_keypoints(frames: Callable[[int], np.ndarray], landmarks: np.ndarray, 
         if len(pts) < config.reseed_fraction * config.keypoints:
             other = prev if prev is not None else _neighbour_grey(frames, valid, t)
             if other is not None:
-                new = select_keypoints(grey, other, oval, pts, config.keypoints - len(pts),
-                                       config.min_distance * width, config.face_margin * width)
-                weights.append(semantic_weights(new + 0.5, landmarks[t], config.semantic_weight,
-                                                config.region_margin * width))
-                start = sum(len(w) for w in weights[:-1])
+                new, new_weights = select_keypoints(grey, other, marks, pts, config.keypoints - len(pts), config)
+                weights.append(new_weights)
                 pts = np.concatenate([pts, new])
-                ids = np.concatenate([ids, np.arange(start, start + len(new), dtype=np.int32)])
+                ids = np.concatenate([ids, np.arange(next_id, next_id + len(new), dtype=np.int32)])
+                next_id += len(new)
         frame_obs.append(np.full(len(pts), t, np.int32))
         point_obs.append(ids)
         uv_obs.append(pts + 0.5)
@@ -156,21 +165,26 @@ def track_keypoints(frames: Callable[[int], np.ndarray], landmarks: np.ndarray, 
                   weights=np.concatenate(weights or [np.zeros(0, np.float32)]).astype(np.float32))
 
 
-def select_keypoints(grey: np.ndarray, other: np.ndarray, oval: np.ndarray, taken: np.ndarray, count: int,
-                     min_distance: float, margin: float) -> np.ndarray:
-    """Up to `count` keypoints [n,2] (OpenCV pixels) of `grey` where the Laplacian of the flow to `other`
-    is strongest (Eq. 9-10), at least `margin` px inside the face polygon `oval` [M,2] and `min_distance`
-    px from each other and from the `taken` [k,2] ones.
+def select_keypoints(grey: np.ndarray, other: np.ndarray, marks: np.ndarray, taken: np.ndarray, count: int,
+                     config: StabilizeConfig = StabilizeConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `count` new keypoints [n,2] of `grey` and their semantic weights [n] (Eq. 9-10).
 
-    Candidates must be at least as textured (structure tensor's smaller eigenvalue) as the face's median,
-    so that a point picked for its flow is also one Lucas-Kanade can lock onto; the flow Laplacian is
-    blurred to quiet the flow's block edges.
+    Picks the points where the Laplacian of the flow to `other` is strongest, times their semantic
+    weight (so the eyes, brows and mouth yield a point only where it is much stronger), face_margin
+    inside the face oval of the frame's landmarks marks [478,2], min_distance from each other and from
+    the `taken` [k,2] ones. All positions in OpenCV pixels. Candidates must be at least as textured
+    (structure tensor's smaller eigenvalue) as the face's median, so that a point picked for its flow is
+    also one Lucas-Kanade can lock onto; the Laplacian is blurred to quiet the flow's block edges.
     """
+    none = np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
+    width = _face_width(marks)
+    min_distance, margin = config.min_distance * width, config.face_margin * width
+    oval = marks[FACE_OVAL]
     h, w = grey.shape
     x0, y0 = np.maximum(np.floor(oval.min(0)).astype(int) - 2, 0)
     x1, y1 = np.minimum(np.ceil(oval.max(0)).astype(int) + 3, [w, h])
     if count <= 0 or x1 - x0 < 16 or y1 - y0 < 16:
-        return np.zeros((0, 2), np.float32)
+        return none
     a, b = np.ascontiguousarray(grey[y0:y1, x0:x1]), np.ascontiguousarray(other[y0:y1, x0:x1])
     field = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)   # [h,w,2]
     lap = cv2.Laplacian(field, cv2.CV_32F, ksize=3)                                          # [h,w,2]
@@ -180,7 +194,7 @@ def select_keypoints(grey: np.ndarray, other: np.ndarray, oval: np.ndarray, take
     if margin > 0:
         mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(margin) + 1,) * 2))
     if not mask.any():
-        return np.zeros((0, 2), np.float32)
+        return none
     texture = cv2.cornerMinEigenVal(a, 5)
     free = ((mask > 0) & (texture >= np.median(texture[mask > 0]))).astype(np.uint8)
     radius = max(int(round(min_distance)), 1)
@@ -188,15 +202,17 @@ def select_keypoints(grey: np.ndarray, other: np.ndarray, oval: np.ndarray, take
         cv2.circle(free, (int(p[0]), int(p[1])), radius, 0, -1)
     score *= free
     cy, cx = np.nonzero((score == cv2.dilate(score, np.ones((5, 5), np.uint8))) & (score > 0))   # local maxima
-    order = np.argsort(-score[cy, cx])[:20 * count]
-    candidates = np.stack([cx[order] + x0, cy[order] + y0], -1).astype(np.float32)   # [c,2] best first
-    chosen: list[np.ndarray] = []
-    for p in candidates:
-        if not chosen or np.min(np.linalg.norm(np.asarray(chosen) - p, axis=1)) >= min_distance:
-            chosen.append(p)
+    found = np.stack([cx + x0, cy + y0], -1).astype(np.float32)                                # [c,2]
+    weight = semantic_weights(found, marks, config.semantic_weight, config.region_margin * width)
+    order = np.argsort(-score[cy, cx] * weight)[:20 * count]
+    candidates, weight = found[order], weight[order]                                           # best first
+    chosen: list[int] = []
+    for i, p in enumerate(candidates):
+        if not chosen or np.min(np.linalg.norm(candidates[chosen] - p, axis=1)) >= min_distance:
+            chosen.append(i)
             if len(chosen) == count:
                 break
-    return np.asarray(chosen, np.float32).reshape(-1, 2)
+    return candidates[chosen], weight[chosen]
 
 
 def semantic_weights(points: np.ndarray, marks: np.ndarray, low: float, margin: float) -> np.ndarray:
@@ -216,7 +232,7 @@ def semantic_weights(points: np.ndarray, marks: np.ndarray, low: float, margin: 
 
 
 def _neighbour_grey(frames: Callable[[int], np.ndarray], valid: np.ndarray, t: int) -> np.ndarray | None:
-    """Grey image of the next valid frame after t (the first frame's flow partner), None when t is alone."""
+    """Grey image of a valid frame next to t (the flow partner of a track's first frame), None if none is."""
     for s in (t + 1, t - 1):
         if 0 <= s < len(valid) and valid[s]:
             return cv2.cvtColor(np.ascontiguousarray(frames(s)), cv2.COLOR_RGB2GRAY)
@@ -250,13 +266,13 @@ def bundle_adjust(tracks: Tracks, landmarks: np.ndarray, valid: np.ndarray, fit:
     observation's ray meets the posed template; keypoints that still miss by more than outlier_px (median)
     are dropped as non-rigid or lost. Stage 2 (Eq. 12) adjusts keypoints, rotations and translations
     together. Unknowns are scaled so one unit moves the image about a pixel, which keeps LBFGS well
-    conditioned; the smoothness term penalises each frame's pose acceleration in those same units.
+    conditioned; the smoothness term penalises each frame's pose acceleration in those same units (Huber).
     """
     progress = progress or (lambda p: None)
     cancel = cancel or CancelToken()
     valid = np.asarray(valid, bool)
     n_frames = len(valid)
-    dtype = torch.float64
+    dtype = torch.float32
     template = np.asarray(fit.template, np.float64)                             # [468,3] head space
     rvec0 = Rotation.from_matrix(np.asarray(fit.rot, np.float64)).as_rotvec()    # [T,3]
     trans0 = np.asarray(fit.trans, np.float64)                                   # [T,3]
@@ -271,7 +287,7 @@ def bundle_adjust(tracks: Tracks, landmarks: np.ndarray, valid: np.ndarray, fit:
     lm_ids = np.asarray(RIGID_LANDMARKS)
     lm_frames = np.flatnonzero(valid)
     lm_uv = torch.as_tensor(np.asarray(landmarks, np.float64)[lm_frames][:, lm_ids], dtype=dtype)   # [V,N,2]
-    lm_w = torch.as_tensor(np.where(np.isin(lm_ids, np.concatenate(_SEMANTIC_REGIONS)), config.semantic_weight,
+    lm_w = torch.as_tensor(np.where(np.isin(lm_ids, _NONRIGID_LANDMARKS), config.semantic_weight,
                                     1.0) * config.landmark_weight, dtype=dtype)                        # [N]
     lm_xyz = torch.as_tensor(template[lm_ids], dtype=dtype)                                            # [N,3]
     lm_frames_t = torch.as_tensor(lm_frames)
@@ -293,8 +309,8 @@ def bundle_adjust(tracks: Tracks, landmarks: np.ndarray, valid: np.ndarray, fit:
     d_trans = torch.zeros(n_frames, 3, dtype=dtype, requires_grad=True)
     d_points = torch.zeros(len(tracks), 3, dtype=dtype, requires_grad=True)
 
-    def huber(r: torch.Tensor) -> torch.Tensor:
-        return torch.where(r < config.huber_px, 0.5 * r.square(), config.huber_px * (r - 0.5 * config.huber_px))
+    def huber(r: torch.Tensor, delta: float = config.huber_px) -> torch.Tensor:
+        return torch.where(r < delta, 0.5 * r.square(), delta * (r - 0.5 * delta))
 
     def poses() -> tuple[torch.Tensor, torch.Tensor]:
         return _rodrigues(rvec0_t + d_rot * rot_unit), trans0_t + d_trans * unit_t   # [T,3,3], [T,3]
@@ -302,9 +318,11 @@ def bundle_adjust(tracks: Tracks, landmarks: np.ndarray, valid: np.ndarray, fit:
     def errors(rot: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reprojection errors (px) of the keypoint observations [M] and the landmarks [V,N]."""
         pts = points0_t + d_points / px
-        cam = torch.einsum("mij,mj->mi", rot[obs_frame], pts[obs_point]) + trans[obs_frame]      # [M,3]
+        rotated = torch.einsum("mij,mj->mi", rot.index_select(0, obs_frame), pts.index_select(0, obs_point))
+        cam = rotated + trans.index_select(0, obs_frame)                                          # [M,3]
         kp = focal * cam[:, :2] / cam[:, 2:] + centre - obs_uv
-        cam = torch.einsum("vij,nj->vni", rot[lm_frames_t], lm_xyz) + trans[lm_frames_t, None]   # [V,N,3]
+        rotated = (rot.index_select(0, lm_frames_t).reshape(-1, 3) @ lm_xyz.T).reshape(-1, 3, len(lm_xyz))
+        cam = rotated.transpose(1, 2) + trans.index_select(0, lm_frames_t)[:, None]               # [V,N,3]
         lm = focal * cam[..., :2] / cam[..., 2:] + centre - lm_uv
         return torch.sqrt(kp.square().sum(-1) + 1e-12), torch.sqrt(lm.square().sum(-1) + 1e-12)
 
@@ -314,7 +332,8 @@ def bundle_adjust(tracks: Tracks, landmarks: np.ndarray, valid: np.ndarray, fit:
         if smooth and n_frames > 2:
             pose = torch.cat([d_rot + rvec0_t / rot_unit, d_trans + trans0_t / unit_t], 1)     # [T,6] px units
             accel = pose[2:] - 2 * pose[1:-1] + pose[:-2]                                     # [T-2,6]
-            total = total + config.smooth_weight * accel.square().sum(1).mean()
+            a = torch.sqrt(accel.square().sum(1) + 1e-12)                                     # [T-2]
+            total = total + config.smooth_weight * 2 * huber(a, config.smooth_huber_px).mean()
         return total
 
     # Stage 1 (Eq. 11): keypoints only, poses held.

@@ -40,6 +40,7 @@ TRACKING_KEYS = (
     "valid",             # bool [T]
     "head_transform",    # float32 [T,4,4] MediaPipe's
     "focal", "cx", "cy", "scale",  # float64 [] camera intrinsics (px) and template scale
+    "template",          # float32 [468,3] the subject's fitted template in head space, times scale
     "rot_raw", "rot",    # float [T,3,3] per-frame fit, stabilized
     "trans_raw", "trans",  # float [T,3]
     "reproj_px",         # float [T] mean rigid-landmark reprojection error of the raw fit
@@ -113,6 +114,7 @@ class TrackJob:
             "trans_raw": fit.trans,
             "trans": stable.trans,
             "reproj_px": fit.reproj_px,
+            "template": fit.template,
             **regions(marks.landmarks, size),
             "config_json": np.array(json.dumps(to_dict(config), sort_keys=True)),
         }

@@ -7,7 +7,7 @@ from PySide6.QtCore import QLineF, QPointF, QRect, Qt
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from core.tracking.pose import head_vertices, project
+from core.tracking.pose import project
 from core.tracking.template import canonical_mesh
 from studio.state import StudioState
 from studio.timecode import timecode
@@ -95,7 +95,7 @@ class ViewerPanel(QWidget):
             if self._edges is None:
                 e = np.sort(canonical_mesh().triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
                 self._edges = np.unique(e, axis=0)
-            verts = tr["template"] if "template" in tr else head_vertices() * float(tr["scale"])  # [468,3] head space
+            verts = tr["template"]  # [468,3] head space, the subject's fitted shape
             uv = project(verts, tr["rot"][i], tr["trans"][i], float(tr["focal"]), float(tr["cx"]), float(tr["cy"]))
             w = self._to_widget(uv)
             p.setPen(QPen(QColor(90, 200, 255, 120), 1))
