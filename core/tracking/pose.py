@@ -103,6 +103,17 @@ def euler_degrees(rot: np.ndarray) -> np.ndarray:
     return np.degrees(np.stack([yaw, pitch, roll], axis=-1)).astype(np.float32)
 
 
+def checked_landmarks(landmarks: np.ndarray, valid: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks [T,468+,2] as ``dtype`` and valid [T] as bool; ValueError naming the shape that is off."""
+    landmarks = np.asarray(landmarks, dtype)
+    valid = np.asarray(valid, bool)
+    if landmarks.ndim != 3 or landmarks.shape[1] < 468 or landmarks.shape[2] != 2:
+        raise ValueError(f"landmarks must be [T,468+,2], got {landmarks.shape}")
+    if valid.shape != landmarks.shape[:1]:
+        raise ValueError(f"valid must be [{len(landmarks)}], got {valid.shape}")
+    return landmarks, valid
+
+
 def fit_pose(landmarks: np.ndarray, valid: np.ndarray, size: tuple[int, int], config: PoseConfig = PoseConfig(),
              progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> PoseFit:
     """Fit the template to landmarks [T,468+,2] (px) of the `valid` frames of a (W, H) clip.
@@ -115,12 +126,7 @@ def fit_pose(landmarks: np.ndarray, valid: np.ndarray, size: tuple[int, int], co
     """
     progress = progress or (lambda p: None)
     cancel = cancel or CancelToken()
-    landmarks = np.asarray(landmarks, np.float64)
-    valid = np.asarray(valid, bool)
-    if landmarks.ndim != 3 or landmarks.shape[1] < 468 or landmarks.shape[2] != 2:
-        raise ValueError(f"landmarks must be [T,468+,2], got {landmarks.shape}")
-    if valid.shape != landmarks.shape[:1]:
-        raise ValueError(f"valid must be [{len(landmarks)}], got {valid.shape}")
+    landmarks, valid = checked_landmarks(landmarks, valid, np.float64)
     ids = np.asarray(config.landmark_ids or RIGID_LANDMARKS)
     img = np.ascontiguousarray(landmarks[:, ids])           # [T,N,2]
     valid = valid & np.isfinite(img).all(axis=(1, 2))

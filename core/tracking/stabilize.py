@@ -30,7 +30,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from core.jobs import CancelToken, Progress, ProgressFn, span
-from core.tracking.pose import PoseFit
+from core.tracking.pose import PoseFit, checked_landmarks
 from core.tracking.template import (FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS, NOSE_TIP, RIGHT_BROW, RIGHT_EYE,
                                     RIGID_LANDMARKS, canonical_mesh)
 
@@ -95,13 +95,9 @@ def stabilize(frames: Callable[[int], np.ndarray], landmarks: np.ndarray, valid:
     """Stable per-frame pose: frames(i) -> uint8 [H,W,3] RGB, landmarks [T,468+,2] px, valid [T], the raw fit."""
     progress = progress or (lambda p: None)
     cancel = cancel or CancelToken()
-    landmarks = np.asarray(landmarks, np.float32)
-    valid = np.asarray(valid, bool)
-    if landmarks.ndim != 3 or landmarks.shape[1] < 468 or landmarks.shape[2] != 2:
-        raise ValueError(f"landmarks must be [T,468+,2], got {landmarks.shape}")
-    if not len(valid) == len(landmarks) == len(fit.rot) == len(fit.trans):
-        raise ValueError(f"clip lengths differ: landmarks {len(landmarks)}, valid {len(valid)}, "
-                         f"fit {len(fit.rot)}")
+    landmarks, valid = checked_landmarks(landmarks, valid, np.float32)
+    if not len(landmarks) == len(fit.rot) == len(fit.trans):
+        raise ValueError(f"clip lengths differ: landmarks {len(landmarks)}, fit {len(fit.rot)}")
     if not valid.any():
         raise ValueError("stabilize: no valid frames - no face was found in any frame of the clip")
     tracks = track_keypoints(frames, landmarks, valid, config, span(progress, 0.0, 0.6), cancel)
