@@ -64,14 +64,13 @@ def start_job(
     on_finished: Callable[[Any], None] | None = None,
     on_errored: Callable[[Exception], None] | None = None,
     on_cancelled: Callable[[], None] | None = None,
-    on_done: Callable[[], None] | None = None,
     pool: QThreadPool | None = None,
 ) -> JobWorker:
     """Start ``job`` on a pool thread and wire its signals to the given callbacks (UI thread)."""
     worker = JobWorker(job)
     queued = Qt.ConnectionType.QueuedConnection  # plain callables too run on the UI thread, never the pool's
     for signal, slot in ((worker.progress, on_progress), (worker.finished, on_finished),
-                         (worker.errored, on_errored), (worker.cancelled, on_cancelled), (worker.done, on_done)):
+                         (worker.errored, on_errored), (worker.cancelled, on_cancelled)):
         if slot is not None:
             signal.connect(slot, queued)
     JobWorker._live.add(worker)
