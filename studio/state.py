@@ -127,6 +127,8 @@ class StudioState(QObject):
         self.set_tracking(None)
 
     def set_tracking(self, tracking: dict[str, np.ndarray] | None) -> None:
+        if tracking is None and self.tracking is None:
+            return  # nothing to clear: spares the panels a relayout
         self.tracking = tracking
         self.tracking_changed.emit()
 

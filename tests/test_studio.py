@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import av
@@ -133,6 +134,7 @@ def test_ui_keeps_running_during_import(window, qtbot, media_dir, tmp_path, monk
         return real_hash(path, on_chunk, chunk)
 
     monkeypatch.setattr(core.ingest, "file_sha256", slow_hash)
+    gc.collect()  # earlier tests' windows are garbage: collect them now, not inside the measured span
     ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(20)
@@ -151,7 +153,7 @@ def test_ui_keeps_running_during_import(window, qtbot, media_dir, tmp_path, monk
     during = [t for t in ticks if t0 <= t <= t1]
     gaps = np.diff([t0, *during, t1])
     assert len(during) >= 0.5 * (t1 - t0) / 0.020, f"{len(during)} ticks in {t1 - t0:.2f} s"
-    assert gaps.max() < 0.25, f"UI thread stalled for {gaps.max() * 1000:.0f} ms"
+    assert gaps.max() < 0.25, f"UI thread stalled for {gaps.max() * 1000:.0f} ms (gap {gaps.argmax()} of {len(gaps)})"
 
 
 def test_bad_import_names_file_and_keeps_project(window, qtbot, tmp_path):
