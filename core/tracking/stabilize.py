@@ -345,6 +345,9 @@ def bundle_adjust(tracks: Tracks, landmarks: np.ndarray, valid: np.ndarray, fit:
               span(progress, 0.2, 1.0), cancel)
     with torch.no_grad():
         rot, trans = poses()
+    # The stabilizer takes out jitter; it has no better evidence than the raw fit of where the clip as a
+    # whole sits, so it keeps the raw fit's mean position (over valid frames) rather than drifting it.
+    trans = trans + torch.as_tensor(trans0[valid].mean(0) - trans[valid].numpy().mean(0), dtype=dtype)
     used = int(torch.count_nonzero(kp_w > 0))
     progress(Progress(1.0, f"Head pose stabilized with {used} keypoints"))
     return Stabilized(rot=rot.numpy().astype(np.float32), trans=trans.numpy().astype(np.float32), keypoints=used)
