@@ -68,7 +68,7 @@ class MainWindow(QMainWindow):
             self.restoreState(layout)
         else:  # first run: the picture gets the room, the timeline a strip below it
             self.resizeDocks([self.timeline_dock], [220], Qt.Orientation.Vertical)
-            self.resizeDocks([self.project_dock, self.pose_dock], [300, 420], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.project_dock, self.pose_dock], [300, 520], Qt.Orientation.Horizontal)
         self._update_title()
 
     # --- building ----------------------------------------------------------------------------------
@@ -248,7 +248,8 @@ class MainWindow(QMainWindow):
             self.show_error("Import footage before tracking.")
             return None
         self.tracking_panel.set_running(True)
-        worker = self.run_job(TrackForViewJob(self.state.project), on_finished=self.state.set_tracking,
+        worker = self.run_job(TrackForViewJob(self.state.project, self.tracking_panel.face()),
+                              on_finished=self.state.set_tracking,
                               on_errored=self._tracking_failed)
         if worker is None:
             self.tracking_panel.set_running(False)

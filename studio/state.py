@@ -89,10 +89,11 @@ class TrackForViewJob:
     """Track the project's footage, then load the result for the panels."""
 
     project: Project
+    face: int | None = None  # None = largest, most central; N = N-th from the left
     name: str = "Track face"
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> dict[str, np.ndarray]:
-        TrackJob(self.project).run(span(progress, 0.0, 0.98), cancel)
+        TrackJob(self.project, face=self.face).run(span(progress, 0.0, 0.98), cancel)
         return load_tracking(self.project)
 
 

@@ -86,3 +86,35 @@ def test_overlay_screenshot(window, qtbot, artifacts_dir):
     arr = np.frombuffer(img.constBits(), np.uint8).reshape(h, img.bytesPerLine() // 4, 4)[:, :w, :3]
     green = (arr[..., 1] > 220) & (arr[..., 0] < 160) & (arr[..., 2] < 160)  # BGRA: G high, R/B low
     assert green.sum() > 300
+
+
+def test_following_another_face_that_is_not_there_is_a_clear_error(window, qtbot, tracked_project):
+    """The Follow choice reaches the tracker; on a one-person clip, 'face 2' fails cleanly, nothing lost."""
+    before = (tracked_project / "project.json").read_bytes()
+    tracking_before = window.state.tracking
+    panel = window.tracking_panel
+    panel.face_box.setCurrentIndex(panel.face_box.findData(1))
+    assert panel.face() == 1
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    assert window.job is not None and panel.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: window.job is None, timeout=60_000)
+    assert "face 1 was asked for" in window.last_error and "may_13s.mp4" in window.last_error
+    assert window.state.tracking is tracking_before
+    assert (tracked_project / "project.json").read_bytes() == before
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_cancel_tracking_from_the_panel_leaves_the_project_as_it_was(window, qtbot, media_dir, tmp_path):
+    assert window.new_project(tmp_path / "katie")
+    window.import_footage(media_dir / "katie_8s.mp4")
+    qtbot.waitUntil(lambda: window.job is None and window.state.footage is not None, timeout=30_000)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "katie").iterdir()}
+    panel = window.tracking_panel
+    assert panel.summary.text() == "Not tracked yet."
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=30_000)  # landmarks are under way
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.job is None, timeout=30_000)
+    assert "cancelled" in window.statusBar().currentMessage() and window.last_error is None
+    assert window.state.tracking is None and panel.run_button.isEnabled()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "katie").iterdir()} == before

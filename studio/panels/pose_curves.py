@@ -12,7 +12,7 @@ from core.tracking.pose import euler_degrees
 from studio.state import StudioState
 
 POSE_CURVES = ("yaw", "pitch", "roll", "tx", "ty", "tz")
-RAW_PEN = pg.mkPen((150, 150, 160), width=1)
+RAW_PEN = pg.mkPen((200, 200, 215), width=1)
 STABLE_PEN = pg.mkPen((255, 200, 60), width=2)
 
 
@@ -39,14 +39,18 @@ class PoseCurvesPanel(QWidget):
             plot.hideButtons()
             plot.setMouseEnabled(x=True, y=False)
             plot.getAxis("left").setWidth(48)
+            plot.getAxis("left").enableAutoSIPrefix(False)  # degrees, head units, coefficients: no "x0.001"
             if row:
                 plot.setXLink(self.plots["yaw"])
             if name != "blendshapes":
-                self.curves[name] = (plot.plot(pen=RAW_PEN, name="raw"), plot.plot(pen=STABLE_PEN, name="stabilized"))
+                raw, stable = plot.plot(pen=RAW_PEN, name="raw"), plot.plot(pen=STABLE_PEN, name="stabilized")
+                raw.setZValue(1)  # the thin raw line stays visible over the thick stabilized one
+                self.curves[name] = (raw, stable)
             cursor = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((90, 170, 240), width=1))
             plot.addItem(cursor)
             self.cursors.append(cursor)
             self.plots[name] = plot
+        self.plots["blendshapes"].setYRange(0, 1, padding=0.05)
         self.plots["yaw"].addLegend(offset=(-10, 5))
         self.plots["yaw"].legend.addItem(self.curves["yaw"][0], "raw")
         self.plots["yaw"].legend.addItem(self.curves["yaw"][1], "stabilized")

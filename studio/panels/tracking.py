@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                               QVBoxLayout, QWidget)
 
+from core.tracking.landmarks import LandmarkConfig
 from studio.state import StudioState
 
 
@@ -22,6 +24,12 @@ class TrackingPanel(QWidget):
         self.run_button.clicked.connect(self.run_requested)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_requested)
+        self.face_box = QComboBox()
+        self.face_box.setToolTip("Whom to follow when several faces are in view")
+        self.face_box.addItem("Automatic (largest, most central)", None)
+        ordinals = ("leftmost face", "second from the left", "third from the left")
+        for i in range(LandmarkConfig().max_faces):  # numbered from 0 as in the CLI's --face and the messages
+            self.face_box.addItem(f"{i}: {ordinals[i] if i < len(ordinals) else f'face {i} from the left'}", i)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.message = QLabel()
@@ -35,7 +43,10 @@ class TrackingPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        form = QFormLayout()
+        form.addRow("Follow:", self.face_box)
         layout = QVBoxLayout(self)
+        layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.message)
@@ -46,6 +57,10 @@ class TrackingPanel(QWidget):
         state.footage_changed.connect(self._refresh)
         state.tracking_changed.connect(self._refresh)
         self.set_running(False)
+
+    def face(self) -> int | None:
+        """The face to follow: None = automatic, N = N-th from the left (0-based)."""
+        return self.face_box.currentData()
 
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running and self.state.footage is not None)
@@ -71,5 +86,8 @@ class TrackingPanel(QWidget):
                 f"Face on {int(tr['detected'].sum())} of {n} frames ({int((tr['valid'] & ~tr['detected']).sum())} "
                 f"interpolated). Focal {float(tr['focal']):.0f} px, rigid reprojection "
                 f"{float(np.nanmean(tr['reproj_px'])):.2f} px mean.")
+        if tr is not None and self.state.project is not None and "tracking" in self.state.project.stages:
+            used = self.state.project.stages["tracking"].config["landmarks"]["face"]
+            self.face_box.setCurrentIndex(max(0, self.face_box.findData(used)))
         self.landmarks_box.setEnabled(tr is not None)
         self.mesh_box.setEnabled(tr is not None)
