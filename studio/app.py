@@ -43,8 +43,11 @@ def configure_app(app: QApplication) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``avatar-studio [PROJECT_DIR]``"""
+    """``avatar-studio [PROJECT_DIR | project.json | SPLATS.ply]``"""
     argv = sys.argv if argv is None else argv
+    from studio.viewport.widget import configure_gl_format
+
+    configure_gl_format()  # before the QApplication: GL widgets take the default format then
     app = QApplication.instance() or QApplication(argv)
     configure_app(app)
     from studio.main_window import MainWindow  # after the app exists: widgets need it
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow()
     window.show()
     if len(argv) > 1:
-        window.open_project(argv[1])
+        window.open_path(argv[1])
     return app.exec()
 
 

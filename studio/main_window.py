@@ -18,6 +18,7 @@ from studio.panels.pose_curves import PoseCurvesPanel
 from studio.panels.project import ProjectPanel
 from studio.panels.timeline import TimelinePanel
 from studio.panels.tracking import TrackingPanel
+from studio.panels.viewport import LoadSplatsJob, ViewportPanel
 from studio.panels.viewer import ViewerPanel
 from studio.playback import Playback
 from studio.state import ImportJob, Opened, OpenFootageJob, StudioState, TrackForViewJob
@@ -42,11 +43,15 @@ class MainWindow(QMainWindow):
         self.project_panel = ProjectPanel(self.state)
         self.tracking_panel = TrackingPanel(self.state)
         self.pose_curves = PoseCurvesPanel(self.state)
+        self.viewport = ViewportPanel()
         self.setCentralWidget(self.viewer)
         self.project_dock = self._dock("Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tracking_dock = self._dock("Tracking", self.tracking_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.timeline_dock = self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.pose_dock = self._dock("Pose Curves", self.pose_curves, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.viewport_dock = self._dock("Viewport", self.viewport, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.pose_dock, self.viewport_dock)
+        self.pose_dock.raise_()
 
         self._build_status_bar()
         self._build_menus()
@@ -92,7 +97,8 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         file = self.menuBar().addMenu("&File")
         self._action("&New Project…", self._new_project_dialog, QKeySequence.StandardKey.New, file)
-        self._action("&Open Project…", self._open_project_dialog, QKeySequence.StandardKey.Open, file)
+        self._action("&Open…", self._open_dialog, QKeySequence.StandardKey.Open, file)
+        self._action("Open &Project Folder…", self._open_project_dialog, "Ctrl+Shift+O", file)
         self.recent_menu = file.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self.save_action = self._action("&Save Project", self.save_project, QKeySequence.StandardKey.Save, file)
@@ -124,7 +130,9 @@ class MainWindow(QMainWindow):
             self.addAction(action)
             view.addAction(action)
         view.addSeparator()
-        for dock in (self.project_dock, self.tracking_dock, self.timeline_dock, self.pose_dock):
+        self._action("Reset Viewport Camera", self.viewport.view.reset_view, None, view)
+        view.addSeparator()
+        for dock in (self.project_dock, self.tracking_dock, self.timeline_dock, self.pose_dock, self.viewport_dock):
             view.addAction(dock.toggleViewAction())
 
     def _build_status_bar(self) -> None:
@@ -316,6 +324,23 @@ class MainWindow(QMainWindow):
             return False
         self.settings.setValue("dirs/project", str(Path(folder).parent))
         return self.new_project(folder)
+
+    def open_path(self, path: str | Path) -> bool:
+        """Open what File > Open was given: a project (its folder or project.json) or splats (.ply)."""
+        path = Path(path)
+        if path.suffix.lower() == ".ply":
+            self.viewport_dock.show()
+            self.viewport_dock.raise_()
+            return self.run_job(LoadSplatsJob(path), on_finished=lambda r: self.viewport.show_splats(*r)) is not None
+        return self.open_project(path)
+
+    def _open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open", self._last_dir("open"),
+            "Projects and splats (project.json *.ply);;Projects (project.json);;Gaussian splats (*.ply)")
+        if path:
+            self.settings.setValue("dirs/open", str(Path(path).parent))
+            self.open_path(path)
 
     def _open_project_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open project folder", self._last_dir("project"))

@@ -13,6 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
 
 
+def pytest_configure(config):
+    """GL widgets need an OpenGL 3.3 core default format, set before pytest-qt creates the QApplication."""
+    from studio.viewport.widget import configure_gl_format
+
+    configure_gl_format()
+
+
 def _media_dir() -> Path:
     env = os.environ.get("AVATAR_STUDIO_MEDIA")
     return Path(env) if env else ROOT.parent / "shared" / "media"

@@ -125,6 +125,7 @@ class TimelinePanel(QWidget):
         fp = self.state.footage
         has = fp is not None
         self.frame_box.setEnabled(has)
+        self.cursor.setVisible(has)
         if not has:
             self._lo.setData([], [])
             self._hi.setData([], [])

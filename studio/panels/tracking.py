@@ -56,7 +56,7 @@ class TrackingPanel(QWidget):
         layout.addStretch(1)
         state.footage_changed.connect(self._refresh)
         state.tracking_changed.connect(self._refresh)
-        self.set_running(False)
+        self._refresh()
 
     def face(self) -> int | None:
         """The face to follow: None = automatic, N = N-th from the left (0-based)."""

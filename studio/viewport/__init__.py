@@ -1,0 +1,1 @@
+"""The live 3DGS viewport: core.render.gl's preview renderer inside a QOpenGLWidget."""
