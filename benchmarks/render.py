@@ -6,8 +6,8 @@ Rows: CPU forward + backward of the tile rasterizer (core.render.cpu) at 10k Gau
 50k at 512x512, and GL preview frames/s (core.render.gl, software GL here) at 20k and 100k 512x512,
 set beside the naive rasterizer's forward only. Each measurement runs in a fresh subprocess, so peak
 memory is that process's peak RSS growth (resource.getrusage) over its state after a warm-up.
-Scenes are Splats.random (means in a cube filling the view, scales 1-5% of it: a few to tens of
-pixels each, opacities 0.1-0.9) seen by Splats.default_camera.
+Scenes are Splats.random (means in a cube filling the view, scales 0.2-1.2% of it: a 3-sigma area of
+10-120 pixels each, opacities 0.1-0.9) seen by Splats.default_camera.
 """
 
 from __future__ import annotations

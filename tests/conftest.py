@@ -43,3 +43,20 @@ def artifacts_dir() -> Path:
     d = Path(os.environ.get("AVATAR_STUDIO_ARTIFACTS", ROOT / "test-artifacts"))
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@pytest.fixture
+def window(qtbot, qapp, tmp_path):
+    """The studio's main window, shown, with settings of its own (never the user's)."""
+    from PySide6.QtCore import QSettings
+
+    from studio.app import configure_app
+    from studio.main_window import MainWindow
+
+    configure_app(qapp)
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()

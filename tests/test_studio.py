@@ -8,12 +8,10 @@ import time
 import av
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, QSettings, Qt, QTimer
+from PySide6.QtCore import QPointF, Qt, QTimer
 
 import core.ingest
 from core.project import Project
-from studio.app import configure_app
-from studio.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
 
@@ -23,17 +21,6 @@ def may_frames(media_dir) -> list[np.ndarray]:
     """may_13s.mp4 decoded front to back: the truth for what the viewer must show."""
     with av.open(str(media_dir / "may_13s.mp4")) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-
-
-@pytest.fixture
-def window(qtbot, qapp, tmp_path):
-    configure_app(qapp)
-    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
 
 
 def import_clip(window, qtbot, clip, project_dir, timeout=30_000):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, QSettings, Qt
+from PySide6.QtCore import QPointF, Qt
 
 from core.ingest import IngestJob
 from core.jobs import run_job
 from core.project import Project
 from core.tracking.track import TrackJob
-from studio.app import configure_app
-from studio.main_window import MainWindow
 from studio.panels.pose_curves import POSE_CURVES
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -27,16 +25,11 @@ def tracked_project(media_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def window(qtbot, qapp, tmp_path, tracked_project):
-    configure_app(qapp)
-    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    assert w.open_project(tracked_project)
-    qtbot.waitUntil(lambda: w.job is None and w.state.tracking is not None, timeout=20_000)
-    yield w
-    w.close()
+def window(window, qtbot, tracked_project):
+    """The studio with the tracked project open."""
+    assert window.open_project(tracked_project)
+    qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
+    return window
 
 
 def test_pose_curves_six_curves_one_point_per_frame(window):

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, QPointF, QSettings, Qt
-from PySide6.QtGui import QWheelEvent
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QImage, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from core.render.ply import write_ply
 from core.render.splats import Splats
-from studio.app import configure_app
-from studio.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture
-def window(qtbot, qapp, tmp_path):
-    configure_app(qapp)
-    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()
-
-
 def frame(view) -> np.ndarray:
     """What the viewport shows now: uint8 [H,W,3]."""
-    img = view.grabFramebuffer().convertToFormat(view.grabFramebuffer().Format.Format_RGB888)
+    img = view.grabFramebuffer().convertToFormat(QImage.Format.Format_RGB888)
     w, h = img.width(), img.height()
     return np.frombuffer(img.constBits(), np.uint8).reshape(h, img.bytesPerLine())[:, : 3 * w].reshape(h, w, 3).copy()
 
