@@ -94,6 +94,30 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audio(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from core.audio.features import AudioConfig, AudioFeaturesJob
+
+    config = AudioConfig(encoder=args.encoder,
+                         synctalk_checkpoint=Path(args.synctalk_checkpoint) if args.synctalk_checkpoint else None)
+    if args.encoder == "synctalk" and config.synctalk_checkpoint is None:
+        err.print("error: --encoder synctalk needs --synctalk-checkpoint PATH (SyncTalk's audio_visual_encoder.pth)",
+                  markup=False)
+        return 2
+    if args.steps is not None:
+        config = replace(config, train=replace(config.train, steps=args.steps))
+    project = Project.open(args.project)
+    result = run_with_bar(AudioFeaturesJob(project, config))
+    t, d = result.features.shape
+    say(f"Audio features for {project.name}: {t} frames x {d} ({result.encoder})")
+    r = result.report
+    if r:
+        say(f"  held-out frames: mouth-opening r {r['mouth_r']:.3f}, sync offset {r['offset_frames']:+.0f} frames, "
+            f"sync score {r['sync_score']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar-studio-cli", description="Avatar Studio batch commands.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -113,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--face", type=int, default=None, metavar="N",
                    help="follow the N-th face from the left (0 first) instead of the largest, most central")
     s.set_defaults(func=cmd_track)
+
+    s = sub.add_parser("audio", help="audio features per frame: train the audio-visual encoder on the footage, "
+                                     "or use Whisper or SyncTalk's encoder")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.add_argument("--encoder", choices=("ave", "whisper", "synctalk"), default="ave",
+                   help="ave: trained on this footage (default); whisper: tiny.en encoder; "
+                        "synctalk: SyncTalk's released encoder from --synctalk-checkpoint")
+    s.add_argument("--synctalk-checkpoint", metavar="PATH", help="SyncTalk's audio_visual_encoder.pth")
+    s.add_argument("--steps", type=int, default=None, metavar="N", help="AVE training steps (default 400)")
+    s.set_defaults(func=cmd_audio)
     return p
 
 

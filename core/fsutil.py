@@ -7,7 +7,10 @@ import json
 import os
 import secrets
 from pathlib import Path
+import zipfile
 from typing import Any, Iterator
+
+import numpy as np
 
 
 def temp_beside(path: str | Path) -> Path:
@@ -55,3 +58,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays as an .npz file, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: numpy would append ".npz" to a temp name
+            np.savez(f, **arrays)
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray] | None:
+    """All arrays of an .npz file (no pickles), or None when it cannot be read."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
+            return None
+        with z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None

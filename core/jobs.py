@@ -9,6 +9,7 @@ temporaries, rename at the end).
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Generic, Protocol, TypeVar
 
@@ -19,6 +20,7 @@ T = TypeVar("T", covariant=True)
 class Progress:
     fraction: float  # 0..1 of the whole job
     message: str = ""
+    metrics: Mapping[str, float] | None = None  # training curves: {"step": 120, "loss": 0.3, ...}
 
 
 ProgressFn = Callable[[Progress], None]
@@ -59,7 +61,7 @@ def span(progress: ProgressFn, start: float, stop: float) -> ProgressFn:
     """Map a sub-step's 0..1 progress onto [start, stop] of the parent job's progress."""
 
     def report(p: Progress) -> None:
-        progress(Progress(start + (stop - start) * min(max(p.fraction, 0.0), 1.0), p.message))
+        progress(Progress(start + (stop - start) * min(max(p.fraction, 0.0), 1.0), p.message, p.metrics))
 
     return report
 

@@ -142,6 +142,18 @@ class Project:
     def footage_status(self) -> FootageStatus | None:
         return self.footage.status() if self.footage else None
 
+    def checked_footage(self) -> FootageRef:
+        """The footage, present and unchanged since it was imported; ProjectError naming what to do otherwise."""
+        ref = self.footage
+        if ref is None:
+            raise ProjectError(self.root, "has no footage: import a clip first (avatar-studio-cli ingest)")
+        status = ref.status()
+        if status is FootageStatus.MISSING:
+            raise ProjectError(ref.path, "footage not found: relink the moved file")
+        if status is FootageStatus.CHANGED:
+            raise ProjectError(ref.path, "footage changed since it was imported: import it again")
+        return ref
+
     def relink_footage(self, path: str | Path) -> None:
         """Point a moved source at its new place; refuses a file with other content."""
         if self.footage is None:

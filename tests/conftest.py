@@ -60,3 +60,39 @@ def window(qtbot, qapp, tmp_path):
     qtbot.waitExposed(w)
     yield w
     w.close()
+
+
+@pytest.fixture(scope="session")
+def tracked_project(media_dir, tmp_path_factory):
+    """clip name -> folder of a project with that clip imported and tracked (default configs), made once per
+    session. Copy it (``copy_project``) before changing it."""
+    from core.ingest import IngestJob
+    from core.jobs import run_job
+    from core.project import Project
+    from core.tracking.track import TrackJob
+
+    made: dict[str, Path] = {}
+
+    def get(clip: str) -> Path:
+        if clip not in made:
+            root = tmp_path_factory.mktemp("tracked") / Path(clip).stem
+            project = Project.create(root)
+            run_job(IngestJob(project, media_dir / clip))
+            run_job(TrackJob(project))
+            made[clip] = root
+        return made[clip]
+
+    return get
+
+
+@pytest.fixture
+def copy_project(tmp_path):
+    """folder (, name) -> a fresh copy of that project under this test's tmp_path."""
+    import shutil
+
+    def copy(root: Path, name: str | None = None) -> Path:
+        dest = tmp_path / (name or root.name)
+        shutil.copytree(root, dest)
+        return dest
+
+    return copy

@@ -9,7 +9,6 @@ written after all computing is done: a cancel or an error leaves the project as 
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -17,10 +16,10 @@ import numpy as np
 
 from core.config import config_hash, to_dict
 from core.errors import ProjectError
-from core.fsutil import atomic_path
+from core.fsutil import load_npz, save_npz
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import FrameReader
-from core.project import FootageRef, FootageStatus, Project
+from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES, LandmarkConfig, Landmarks, detect_landmarks
 from core.tracking.pose import PoseConfig, fit_pose
 from core.tracking.regions import regions
@@ -71,7 +70,7 @@ class TrackJob:
         config = self.config
         if self.face is not None:
             config = replace(config, landmarks=replace(config.landmarks, face=self.face))
-        footage = _footage(self.project)
+        footage = self.project.checked_footage()
         inputs = {"footage": footage.sha256}
         if not self.project.is_stale(STAGE, to_dict(config), inputs):
             try:
@@ -121,8 +120,8 @@ class TrackJob:
         # Everything is computed: from here on the project changes as a whole, without cancel points.
         progress(Progress(0.97, "Saving tracking"))
         if fresh:
-            _save_npz(self.project.path(LANDMARKS_FILE), {**vars(marks), "key": np.array(key)})
-        _save_npz(self.project.path(TRACKING_FILE), result)
+            save_npz(self.project.path(LANDMARKS_FILE), {**vars(marks), "key": np.array(key)})
+        save_npz(self.project.path(TRACKING_FILE), result)
         self.project.record_stage(STAGE, [TRACKING_FILE, LANDMARKS_FILE], to_dict(config), inputs)
         self.project.save()
         progress(Progress(1.0, f"Tracked {int(marks.detected.sum())}/{len(marks)} frames"))
@@ -134,7 +133,7 @@ def load_tracking(project: Project) -> dict[str, np.ndarray]:
     path = project.path(TRACKING_FILE)
     if not path.is_file():
         raise ProjectError(path, "no tracking results: track the face first (avatar-studio-cli track --project DIR)")
-    data = _load_npz(path)
+    data = load_npz(path)
     if data is None:
         raise ProjectError(path, "tracking results are corrupt: track the face again")
     missing = [k for k in TRACKING_KEYS if k not in data]
@@ -143,43 +142,12 @@ def load_tracking(project: Project) -> dict[str, np.ndarray]:
     return data
 
 
-def _footage(project: Project) -> FootageRef:
-    """The project's footage, present and unchanged since it was imported."""
-    ref = project.footage
-    if ref is None:
-        raise ProjectError(project.root, "has no footage: import a clip first (avatar-studio-cli ingest)")
-    status = ref.status()
-    if status is FootageStatus.MISSING:
-        raise ProjectError(ref.path, "footage not found: relink the moved file")
-    if status is FootageStatus.CHANGED:
-        raise ProjectError(ref.path, "footage changed since it was imported: import it again")
-    return ref
-
-
 def _cached_landmarks(path: Path, key: str) -> Landmarks | None:
     """The landmarks saved at `path` when they were made under `key` (config hash : footage hash)."""
-    data = _load_npz(path) if path.is_file() else None
+    data = load_npz(path) if path.is_file() else None
     if data is None or str(data.get("key")) != key:
         return None
     try:
         return Landmarks(**{f.name: data[f.name] for f in fields(Landmarks)})
     except KeyError:
         return None
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
-    """All arrays of an .npz file, or None when it cannot be read."""
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
-            return None
-        with z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:  # a file object: numpy would append ".npz" to a temp name
-            np.savez(f, **arrays)

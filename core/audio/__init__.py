@@ -1,0 +1,1 @@
+"""Audio features: log-mel, the audio-visual encoder, Whisper features, streaming."""

@@ -1,0 +1,220 @@
+"""The audio-features stage as a job: the footage's audio -> one feature per video frame [T,D], and the
+encoders that make them for any other audio (dubbing, live input).
+
+Encoders: ``ave`` (the audio-visual encoder trained on this footage, core.audio.train_ave), ``synctalk``
+(SyncTalk's released encoder imported from a local checkpoint) and ``whisper`` (tiny.en's encoder states).
+The project keeps the trained encoder (``ave.pt``), its resumable training state (``ave_train.pt``) and the
+footage's features (``audio_features.npz``) with the config that made them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from core.audio.ave import AVE_DIM, AudioEncoder, import_synctalk_checkpoint
+from core.audio.mel import SYNCTALK_MEL, MelConfig, mel_windows
+from core.audio.mouth import crop_transforms, lower_face_crops, mouth_targets
+from core.audio.train_ave import AveData, AveTrainConfig, train_ave
+from core.config import from_dict, to_dict
+from core.errors import AvatarStudioError, ProjectError
+from core.fsutil import atomic_path, load_npz, save_npz
+from core.ingest import AUDIO_FILE
+from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.media import FrameReader, load_audio
+from core.project import Project
+from core.tracking.track import load_tracking
+
+STAGE = "audio"
+FEATURES_FILE = "audio_features.npz"
+ENCODER_FILE = "ave.pt"
+TRAIN_FILE = "ave_train.pt"
+ENCODERS = ("ave", "synctalk", "whisper")
+# Our encoder's mel: windows start at the frame. Mouths lead their sound (on may_13s the mouth opening
+# correlates best with the audio energy 2-3 frames later), so the window looks ahead, not around.
+AVE_MEL = MelConfig(window_start=0)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    encoder: str = "ave"                 # one of ENCODERS
+    mel: MelConfig = AVE_MEL             # for "ave"; "synctalk" always uses SYNCTALK_MEL
+    train: AveTrainConfig = AveTrainConfig()
+    synctalk_checkpoint: Path | None = None  # for "synctalk": audio_visual_encoder.pth
+
+
+@dataclass
+class AudioFeatures:
+    features: np.ndarray                 # float32 [T,D], one per video frame
+    encoder: str
+    report: dict[str, float] = field(default_factory=dict)  # held-out scores of a trained AVE
+
+
+class FeatureEncoder(Protocol):
+    id: str
+    dim: int
+
+    def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None) -> np.ndarray: ...
+
+
+@dataclass
+class AveEncoder:
+    """An 80x16-mel-window encoder (ours or SyncTalk's) with the mel it was trained on."""
+
+    net: AudioEncoder
+    mel: MelConfig
+    id: str = "ave"
+    dim: int = AVE_DIM
+
+    def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None, batch: int = 256) -> np.ndarray:
+        """float32 [n_frames, 512] for audio float32 [S] at 16 kHz."""
+        windows = mel_windows(audio, n_frames, fps, self.mel)                 # [T,1,80,16]
+        out = np.empty((n_frames, self.dim), np.float32)
+        self.net.eval()
+        with torch.no_grad():
+            for start in range(0, n_frames, batch):
+                if cancel is not None:
+                    cancel.check("Audio features")
+                out[start:start + batch] = self.net(windows[start:start + batch]).numpy()
+                if progress:
+                    progress(Progress(min(start + batch, n_frames) / max(n_frames, 1), "Encoding audio"))
+        return out
+
+    def save(self, path: Path, report: dict[str, float]) -> None:
+        width = self.net.audio_encoder[0].conv_block[0].out_channels
+        with atomic_path(path) as tmp:
+            torch.save({"id": self.id, "width": width, "mel": json.dumps(to_dict(self.mel)),
+                        "report": json.dumps(report), "encoder": self.net.state_dict()}, tmp)
+
+    @classmethod
+    def load(cls, path: Path) -> "AveEncoder":
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            net = AudioEncoder(int(saved["width"]))
+            net.load_state_dict(saved["encoder"])
+            return cls(net.eval(), from_dict(MelConfig, json.loads(saved["mel"])), saved["id"])
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise ProjectError(path, f"the audio encoder cannot be read ({e}): run the audio stage again") from e
+
+
+@dataclass
+class WhisperEncoder:
+    """faster-whisper's tiny.en encoder states, resampled to the video frames."""
+
+    model_path: Path | None = None
+    id: str = "whisper-tiny.en"
+    dim: int = 384
+
+    def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None) -> np.ndarray:
+        from core.audio.whisper import whisper_features  # loads CTranslate2 only when Whisper is used
+
+        return whisper_features(audio, n_frames, fps, model_path=self.model_path, progress=progress, cancel=cancel)
+
+
+def load_encoder(project: Project, config: AudioConfig | None = None) -> FeatureEncoder:
+    """The encoder the project's features were made with (or ``config``'s), for new audio."""
+    config = config or _saved_config(project)
+    if config.encoder == "whisper":
+        return WhisperEncoder()
+    if config.encoder == "synctalk":
+        if config.synctalk_checkpoint is None:
+            raise AvatarStudioError("the synctalk encoder needs the path of SyncTalk's audio_visual_encoder.pth")
+        return AveEncoder(import_synctalk_checkpoint(config.synctalk_checkpoint), SYNCTALK_MEL, "synctalk")
+    if config.encoder != "ave":
+        raise AvatarStudioError(f"unknown audio encoder {config.encoder!r} (choose one of {', '.join(ENCODERS)})")
+    path = project.path(ENCODER_FILE)
+    if not path.is_file():
+        raise ProjectError(path, "no trained audio encoder: run the audio stage first (avatar-studio-cli audio)")
+    return AveEncoder.load(path)
+
+
+def load_features(project: Project) -> AudioFeatures:
+    """The footage's features saved by the audio stage; ProjectError when missing or corrupt."""
+    path = project.path(FEATURES_FILE)
+    data = load_npz(path) if path.is_file() else None
+    if data is None or "features" not in data:
+        raise ProjectError(path, "no audio features: run the audio stage first (avatar-studio-cli audio)")
+    return AudioFeatures(data["features"], str(data["encoder"]), json.loads(str(data["report"])))
+
+
+def _saved_config(project: Project) -> AudioConfig:
+    record = project.stages.get(STAGE)
+    if record is None:
+        raise ProjectError(project.root, "has no audio features yet: run the audio stage first")
+    return from_dict(AudioConfig, record.config)
+
+
+@dataclass
+class AudioFeaturesJob:
+    """Make the footage's audio features; for ``ave`` train the encoder on the footage first (resumable)."""
+
+    project: Project
+    config: AudioConfig = AudioConfig()
+    name: str = "Audio features"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> AudioFeatures:
+        config = self.config
+        if config.encoder not in ENCODERS:
+            raise AvatarStudioError(f"unknown audio encoder {config.encoder!r} (choose one of {', '.join(ENCODERS)})")
+        if config.encoder == "synctalk":
+            config = replace(config, mel=SYNCTALK_MEL)
+        footage = self.project.checked_footage()
+        tracking = load_tracking(self.project)
+        tracking_made = self.project.stages["tracking"].created if "tracking" in self.project.stages else ""
+        inputs = {"footage": footage.sha256, "tracking": tracking_made}
+        if not self.project.is_stale(STAGE, to_dict(config), inputs):
+            try:
+                result = load_features(self.project)
+                progress(Progress(1.0, "Audio features are up to date"))
+                return result
+            except ProjectError:
+                pass
+        fps = Fraction(footage.info["fps"])
+        n_frames = len(tracking["landmarks"])
+        audio_path = self.project.path(AUDIO_FILE)
+        audio = load_audio(audio_path if audio_path.is_file() else footage.path)
+
+        report: dict[str, float] = {}
+        if config.encoder == "ave":
+            encoder, report = self._trained_encoder(config, footage.path, audio, fps, tracking,
+                                                    span(progress, 0.0, 0.95), cancel)
+        else:
+            encoder = load_encoder(self.project, config)
+        cancel.check(self.name)
+        features = encoder.features(audio, n_frames, fps, span(progress, 0.95, 0.99), cancel)
+        cancel.check(self.name)
+
+        # Everything is computed: the project changes as a whole from here.
+        files = [FEATURES_FILE] + ([ENCODER_FILE, TRAIN_FILE] if config.encoder == "ave" else [])
+        if config.encoder == "ave":
+            encoder.save(self.project.path(ENCODER_FILE), report)
+        save_npz(self.project.path(FEATURES_FILE), {
+            "features": features, "encoder": np.array(encoder.id), "report": np.array(json.dumps(report)),
+            "config_json": np.array(json.dumps(to_dict(config), sort_keys=True)),
+        })
+        self.project.record_stage(STAGE, files, to_dict(config), inputs)
+        self.project.save()
+        progress(Progress(1.0, f"Audio features: {n_frames} frames x {encoder.dim} ({encoder.id})"))
+        return AudioFeatures(features, encoder.id, report)
+
+    def _trained_encoder(self, config: AudioConfig, video: str, audio: np.ndarray, fps: Fraction,
+                         tracking: dict[str, np.ndarray], progress: ProgressFn,
+                         cancel: CancelToken) -> tuple[AveEncoder, dict[str, float]]:
+        landmarks = tracking["landmarks"]                                      # [T,478,2]
+        progress(Progress(0.0, "Cropping the lower face"))
+        transforms = crop_transforms(landmarks)
+        with FrameReader(video) as reader:
+            crops = lower_face_crops(iter(reader), transforms, cancel,
+                                     lambda t: progress(Progress(0.05 * t / len(landmarks), "Cropping the lower face")))
+        data = AveData.build(audio, fps, crops, mouth_targets(landmarks), config.mel)
+        trainer, report = train_ave(data, config.train, self.project.path(TRAIN_FILE), span(progress, 0.05, 1.0), cancel)
+        return AveEncoder(trainer.audio.eval(), config.mel, "ave"), report
