@@ -10,10 +10,12 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QWidget)
 
+from core.audio.features import AudioConfig, AudioFeaturesJob
 from core.errors import AvatarStudioError
 from core.jobs import Job
 from core.project import Project
 from studio.frames import FrameFetcher
+from studio.panels.audio import AudioPanel
 from studio.panels.pose_curves import PoseCurvesPanel
 from studio.panels.project import ProjectPanel
 from studio.panels.timeline import TimelinePanel
@@ -44,13 +46,16 @@ class MainWindow(QMainWindow):
         self.tracking_panel = TrackingPanel(self.state)
         self.pose_curves = PoseCurvesPanel(self.state)
         self.viewport = ViewportPanel()
+        self.audio_panel = AudioPanel(self.state)
         self.setCentralWidget(self.viewer)
         self.project_dock = self._dock("Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tracking_dock = self._dock("Tracking", self.tracking_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.timeline_dock = self._dock("Timeline", self.timeline, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.pose_dock = self._dock("Pose Curves", self.pose_curves, Qt.DockWidgetArea.RightDockWidgetArea)
         self.viewport_dock = self._dock("Viewport", self.viewport, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.audio_dock = self._dock("Audio", self.audio_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.pose_dock, self.viewport_dock)
+        self.tabifyDockWidget(self.pose_dock, self.audio_dock)
         self.pose_dock.raise_()
 
         self._build_status_bar()
@@ -65,6 +70,8 @@ class MainWindow(QMainWindow):
         self.tracking_panel.run_requested.connect(self.track_face)
         self.tracking_panel.cancel_requested.connect(self.cancel_job)
         self.tracking_panel.overlays_changed.connect(lambda lm, mesh: self.viewer.set_overlays(lm, mesh))
+        self.audio_panel.run_requested.connect(self.audio_features)
+        self.audio_panel.cancel_requested.connect(self.cancel_job)
 
         self.resize(1280, 800)
         if geometry := self.settings.value("window/geometry"):
@@ -122,6 +129,10 @@ class MainWindow(QMainWindow):
         track = self.menuBar().addMenu("&Tracking")
         self._action("&Track Face", self.track_face, "Ctrl+T", track)
 
+        audio = self.menuBar().addMenu("&Audio")
+        self._action("&Train Audio Encoder", lambda: self._audio_from_menu("ave"), None, audio)
+        self._action("&Extract Audio Features", lambda: self._audio_from_menu("whisper"), None, audio)
+
         view = self.menuBar().addMenu("&View")
         for box, key in ((self.tracking_panel.landmarks_box, "Shift+L"), (self.tracking_panel.mesh_box, "Shift+M")):
             action = QAction(box.text(), self, checkable=True, shortcut=QKeySequence(key))
@@ -132,7 +143,8 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         self._action("Reset Viewport Camera", self.viewport.view.reset_view, None, view)
         view.addSeparator()
-        for dock in (self.project_dock, self.tracking_dock, self.timeline_dock, self.pose_dock, self.viewport_dock):
+        for dock in (self.project_dock, self.tracking_dock, self.timeline_dock, self.pose_dock, self.viewport_dock,
+                     self.audio_dock):
             view.addAction(dock.toggleViewAction())
 
     def _build_status_bar(self) -> None:
@@ -148,7 +160,7 @@ class MainWindow(QMainWindow):
             w.hide()
 
     # --- jobs ---------------------------------------------------------------------------------------
-    def run_job(self, job: Job[Any], on_finished, on_errored=None) -> JobWorker | None:
+    def run_job(self, job: Job[Any], on_finished, on_errored=None, on_metrics=None) -> JobWorker | None:
         """Run one job at a time in a worker thread, with progress and Cancel in the status bar."""
         if self.job is not None:
             self.show_error(f"Wait for '{self.job.name}' to finish (or cancel it) first.")
@@ -167,7 +179,7 @@ class MainWindow(QMainWindow):
                 slot(name, *args)
             return call
 
-        self.job = start_job(job, on_progress=self._job_progress,
+        self.job = start_job(job, on_progress=self._job_progress, on_metrics=on_metrics,
                              on_finished=ended(lambda _name, result: on_finished(result)),
                              on_errored=ended(lambda name, error: on_errored(name, error)),
                              on_cancelled=ended(self._job_cancelled))
@@ -268,6 +280,35 @@ class MainWindow(QMainWindow):
 
     def _tracking_failed(self, name: str, error: Exception) -> None:
         self.tracking_panel.set_running(False)
+        self._job_failed(name, error)
+
+    def audio_features(self, config: AudioConfig | None = None) -> JobWorker | None:
+        """Train the audio encoder on the footage (or extract Whisper features), curves live in the Audio dock;
+        ``config`` defaults to the panel's."""
+        if self.state.tracking is None:
+            self.show_error("Track the face first: audio features are made for the tracked frames.")
+            return None
+        panel = self.audio_panel
+        config = config or panel.config()
+        name = "Train audio encoder" if config.encoder == "ave" else "Extract audio features"
+        worker = self.run_job(AudioFeaturesJob(self.state.project, config, name),
+                              on_finished=panel.on_finished, on_errored=self._audio_failed,
+                              on_metrics=panel.on_metrics)
+        if worker is not None:
+            panel.clear()
+            panel.set_running(True)
+            worker.progress.connect(panel.on_progress)
+            worker.cancelled.connect(panel.on_cancelled)
+            self.audio_dock.show()
+            self.audio_dock.raise_()
+        return worker
+
+    def _audio_from_menu(self, encoder: str) -> None:
+        self.audio_panel.set_encoder(encoder)
+        self.audio_features()
+
+    def _audio_failed(self, name: str, error: Exception) -> None:
+        self.audio_panel.on_failed(f"{name} failed.")
         self._job_failed(name, error)
 
     def relink_footage(self, path: str | Path) -> bool:

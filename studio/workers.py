@@ -1,5 +1,5 @@
-"""The one bridge from core jobs to Qt: run a job on the thread pool, deliver progress, result, error
-and cancellation back on the UI thread as signals. The UI thread never waits on a job."""
+"""The one bridge from core jobs to Qt: run a job on the thread pool, deliver progress, training metrics,
+result, error and cancellation back on the UI thread as signals. The UI thread never waits on a job."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class JobWorker(QObject):
     """One running job. Signals arrive on the thread that created the worker (the UI thread)."""
 
     progress = Signal(float, str)   # fraction 0..1, message
+    metrics = Signal(object)        # dict[str, float] of one Progress that carried metrics; never throttled
     finished = Signal(object)       # the job's result
     errored = Signal(object)        # the exception (with .traceback_text for unexpected ones)
     cancelled = Signal()
@@ -38,6 +39,8 @@ class JobWorker(QObject):
         self.token.cancel()
 
     def _report(self, p: Progress) -> None:
+        if p.metrics is not None:  # every point of a training curve arrives, whatever the bar's throttle
+            self.metrics.emit(dict(p.metrics))
         now = time.monotonic()
         if p.fraction >= 1.0 or now - self._last_emit >= self._MIN_INTERVAL:
             self._last_emit = now
@@ -61,6 +64,7 @@ def start_job(
     job: Job[Any],
     *,
     on_progress: Callable[[float, str], None] | None = None,
+    on_metrics: Callable[[dict[str, float]], None] | None = None,
     on_finished: Callable[[Any], None] | None = None,
     on_errored: Callable[[Exception], None] | None = None,
     on_cancelled: Callable[[], None] | None = None,
@@ -69,7 +73,7 @@ def start_job(
     """Start ``job`` on a pool thread and wire its signals to the given callbacks (UI thread)."""
     worker = JobWorker(job)
     queued = Qt.ConnectionType.QueuedConnection  # plain callables too run on the UI thread, never the pool's
-    for signal, slot in ((worker.progress, on_progress), (worker.finished, on_finished),
+    for signal, slot in ((worker.progress, on_progress), (worker.metrics, on_metrics), (worker.finished, on_finished),
                          (worker.errored, on_errored), (worker.cancelled, on_cancelled)):
         if slot is not None:
             signal.connect(slot, queued)

@@ -1,0 +1,199 @@
+"""Audio panel: train the audio-visual encoder on this footage (or extract Whisper features), with live
+loss and held-out score curves, Cancel, and the final report. The panel asks; the main window runs the job."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import pyqtgraph as pg
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
+                               QVBoxLayout, QWidget)
+
+from core.audio.features import AudioConfig, AudioFeatures
+from core.audio.train_ave import AveTrainConfig
+from studio.state import StudioState
+
+ENCODERS = {"ave": "AVE trained on this footage", "whisper": "Whisper tiny.en (pretrained)"}  # AudioConfig.encoder
+ENCODER_NAMES = {"ave": "AVE", "synctalk": "SyncTalk AVE", "whisper-tiny.en": "Whisper tiny.en"}  # by features' id
+LOSS_CURVES = {"loss": ("total", (235, 235, 240)), "sync_loss": ("sync", (90, 170, 240)),
+               "mouth_loss": ("mouth", (255, 170, 60))}
+SCORE_CURVES = {"sync_score": ("sync score", (90, 170, 240)), "mouth_r": ("mouth r", (255, 170, 60))}
+
+
+def _plot(graphics: pg.GraphicsLayoutWidget, row: int, label: str) -> pg.PlotItem:
+    plot = graphics.addPlot(row=row, col=0)
+    plot.setLabel("left", label)
+    plot.setMenuEnabled(False)
+    plot.hideButtons()
+    plot.showGrid(x=True, y=True, alpha=0.15)
+    plot.getAxis("left").setWidth(48)
+    plot.getAxis("left").enableAutoSIPrefix(False)
+    plot.addLegend(offset=(-10, 5), labelTextColor=(220, 220, 225), brush=(24, 24, 28, 200))  # curves stay legible
+    return plot
+
+
+def report_text(features: AudioFeatures, seconds: float) -> str:
+    """A line for a person: what was made, its held-out scores (a trained encoder's) and how long it took."""
+    t, d = features.features.shape
+    head = f"{ENCODER_NAMES.get(features.encoder, features.encoder)} features: {t} frames × {d}."
+    r = features.report
+    parts = []
+    for key, fmt in (("mouth_r", "mouth r {:.2f}"), ("sync_score", "sync score {:.3f}"),
+                     ("offset_frames", "offset {:+.0f} frames")):
+        if key in r and math.isfinite(r[key]):
+            parts.append(fmt.format(round(r[key], 3) + 0.0))  # + 0.0: no "-0.000"
+    scores = f" Held-out: {', '.join(parts)}." if parts else ""
+    return f"{head}{scores} Took {seconds:.0f} s."
+
+
+class AudioPanel(QWidget):
+    run_requested = Signal(object)  # AudioConfig
+    cancel_requested = Signal()
+
+    def __init__(self, state: StudioState):
+        super().__init__()
+        self.state = state
+        defaults = AveTrainConfig()
+        self.encoder_box = QComboBox()
+        for key, text in ENCODERS.items():
+            self.encoder_box.addItem(text, key)
+        self.encoder_box.currentIndexChanged.connect(self._encoder_changed)
+        self.steps_box = QSpinBox()
+        self.steps_box.setRange(1, 100_000)
+        self.steps_box.setSingleStep(50)
+        self.steps_box.setValue(defaults.steps)
+        self.eval_box = QSpinBox()
+        self.eval_box.setRange(1, 10_000)
+        self.eval_box.setValue(defaults.eval_every)
+        self.eval_box.setToolTip("Score the encoder on the held-out frames every this many steps")
+        self.run_button = QPushButton()
+        self.run_button.clicked.connect(lambda: self.run_requested.emit(self.config()))
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop; the checkpoint is kept and training again resumes from it")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.message = QLabel()
+        self.hint = QLabel("Track the face first: the encoder learns from the tracked mouth.")
+        self.hint.setWordWrap(True)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground((24, 24, 28))
+        self.loss_plot = _plot(self.graphics, 0, "training loss")
+        self.score_plot = _plot(self.graphics, 1, "held-out")
+        self.score_plot.setLabel("bottom", "step")
+        self.score_plot.setXLink(self.loss_plot)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        for key, (name, color) in LOSS_CURVES.items():
+            self.curves[key] = self.loss_plot.plot(pen=pg.mkPen(color, width=1.5), name=name)
+        for key, (name, color) in SCORE_CURVES.items():
+            self.curves[key] = self.score_plot.plot(pen=pg.mkPen(color, width=2), name=name, symbol="o",
+                                                    symbolSize=6, symbolBrush=color, symbolPen=None)
+        self.points: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in self.curves}
+
+        self.form = QFormLayout()
+        self.form.addRow("Encoder:", self.encoder_box)
+        self.form.addRow("Training steps:", self.steps_box)
+        self.form.addRow("Evaluate every:", self.eval_box)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(self.form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.message)
+        layout.addWidget(self.graphics, 1)
+        layout.addWidget(self.summary)
+
+        state.project_changed.connect(self.clear)
+        state.tracking_changed.connect(self._refresh)
+        self.running = False
+        self.started = time.monotonic()
+        self._encoder_changed()
+        self.clear()
+
+    def encoder(self) -> str:
+        return self.encoder_box.currentData()
+
+    def set_encoder(self, encoder: str) -> None:
+        self.encoder_box.setCurrentIndex(self.encoder_box.findData(encoder))
+
+    def config(self) -> AudioConfig:
+        """What the controls ask for: the encoder and, for AVE, the training length and evaluation spacing."""
+        train = replace(AveTrainConfig(), steps=self.steps_box.value(), eval_every=self.eval_box.value())
+        return AudioConfig(encoder=self.encoder(), train=train)
+
+    def set_running(self, running: bool) -> None:
+        self.running = running
+        self._refresh()
+        if running:
+            self.started = time.monotonic()
+            self.progress.setValue(0)
+            self.message.setText("Starting…")
+
+    # --- slots for the running job -----------------------------------------------------------------
+    def on_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        if message:
+            self.message.setText(message)
+
+    def on_metrics(self, metrics: dict) -> None:
+        """One training step's numbers: every curve that has a finite value at this step gets a point."""
+        step = metrics.get("step")
+        if step is None:
+            return
+        for key, (xs, ys) in self.points.items():
+            value = metrics.get(key)
+            if value is not None and math.isfinite(value):
+                xs.append(float(step))
+                ys.append(float(value))
+                self.curves[key].setData(xs, ys)
+
+    def on_finished(self, features: AudioFeatures) -> None:
+        self.set_running(False)
+        self.message.setText("Done.")
+        self.summary.setText(report_text(features, time.monotonic() - self.started))
+
+    def on_cancelled(self) -> None:
+        self.set_running(False)
+        steps = self.points["loss"][0]
+        self.message.setText(f"Cancelled at step {int(steps[-1])}: training again with the same settings resumes "
+                             "there." if steps else "Cancelled.")
+
+    def on_failed(self, message: str) -> None:
+        self.set_running(False)
+        self.message.setText(message)
+
+    def clear(self) -> None:
+        for key, (xs, ys) in self.points.items():
+            xs.clear()
+            ys.clear()
+            self.curves[key].setData([], [])
+        self.progress.setValue(0)
+        self.message.clear()
+        self.summary.clear()
+
+    # --- view ------------------------------------------------------------------------------------------
+    def _encoder_changed(self) -> None:
+        ave = self.encoder() == "ave"
+        self.run_button.setText("Train" if ave else "Extract")
+        self._refresh()
+
+    def _refresh(self) -> None:
+        tracked = self.state.tracking is not None
+        self.hint.setVisible(not tracked)
+        idle = tracked and not self.running
+        self.encoder_box.setEnabled(idle)
+        self.steps_box.setEnabled(idle and self.encoder() == "ave")
+        self.eval_box.setEnabled(idle and self.encoder() == "ave")
+        self.run_button.setEnabled(idle)
+        self.cancel_button.setEnabled(self.running)
+        self.progress.setVisible(self.running)
