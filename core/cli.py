@@ -112,9 +112,10 @@ def cmd_audio(args: argparse.Namespace) -> int:
     t, d = result.features.shape
     say(f"Audio features for {project.name}: {t} frames x {d} ({result.encoder})")
     r = result.report
-    if r:
-        say(f"  held-out frames: mouth-opening r {r['mouth_r']:.3f}, sync offset {r['offset_frames']:+.0f} frames, "
-            f"sync score {r['sync_score']:.3f}")
+    if "mouth_r" in r:
+        say(f"  held-out frames: mouth-opening r {r['mouth_r']:.3f} (linear readout of these features)")
+    if "offset_frames" in r:
+        say(f"  sync model on held-out frames: offset {r['offset_frames']:+.0f} frames, margin {r['sync_score']:.3f}")
     return 0
 
 
@@ -141,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("audio", help="audio features per frame: train the audio-visual encoder on the footage, "
                                      "or use Whisper or SyncTalk's encoder")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
-    s.add_argument("--encoder", choices=("ave", "whisper", "synctalk"), default="ave",
-                   help="ave: trained on this footage (default); whisper: tiny.en encoder; "
+    s.add_argument("--encoder", choices=("ave+whisper", "ave", "whisper", "synctalk"), default="ave+whisper",
+                   help="ave: the audio-visual encoder trained on this footage; whisper: tiny.en's encoder; "
+                        "ave+whisper: both side by side (default); "
                         "synctalk: SyncTalk's released encoder from --synctalk-checkpoint")
     s.add_argument("--synctalk-checkpoint", metavar="PATH", help="SyncTalk's audio_visual_encoder.pth")
     s.add_argument("--steps", type=int, default=None, metavar="N", help="AVE training steps (default 400)")

@@ -10,7 +10,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QWidget)
 
-from core.audio.features import AudioConfig, AudioFeaturesJob
+from core.audio.features import TRAINED, AudioConfig, AudioFeaturesJob
 from core.errors import AvatarStudioError
 from core.jobs import Job
 from core.project import Project
@@ -130,7 +130,7 @@ class MainWindow(QMainWindow):
         self._action("&Track Face", self.track_face, "Ctrl+T", track)
 
         audio = self.menuBar().addMenu("&Audio")
-        self._action("&Train Audio Encoder", lambda: self._audio_from_menu("ave"), None, audio)
+        self._action("&Train Audio Encoder", lambda: self._audio_from_menu("ave+whisper"), None, audio)
         self._action("&Extract Audio Features", lambda: self._audio_from_menu("whisper"), None, audio)
 
         view = self.menuBar().addMenu("&View")
@@ -290,7 +290,7 @@ class MainWindow(QMainWindow):
             return None
         panel = self.audio_panel
         config = config or panel.config()
-        name = "Train audio encoder" if config.encoder == "ave" else "Extract audio features"
+        name = "Train audio encoder" if config.encoder in TRAINED else "Extract audio features"
         worker = self.run_job(AudioFeaturesJob(self.state.project, config, name),
                               on_finished=panel.on_finished, on_errored=self._audio_failed,
                               on_metrics=panel.on_metrics)

@@ -191,8 +191,8 @@ def test_ave_job_caches_cancels_and_resumes_exactly(tracked_project, copy_projec
     config = AudioConfig(train=TINY)
     straight = Project.open(copy_project(tracked_project("katie_8s.mp4")))
     done = run_job(AudioFeaturesJob(straight, config))
-    assert done.features.shape == (200, 512) and np.isfinite(done.features).all()
-    assert set(done.report) >= {"mouth_r", "offset_frames", "sync_score"}
+    assert done.features.shape == (200, 512 + 384) and np.isfinite(done.features).all()   # AVE + Whisper
+    assert set(done.report) == {"mouth_r", "mouth_r_ave", "offset_frames", "sync_score"}
 
     resumed = Project.open(copy_project(tracked_project("katie_8s.mp4"), "resumed"))
     token = CancelToken()
@@ -216,7 +216,7 @@ def test_ave_job_caches_cancels_and_resumes_exactly(tracked_project, copy_projec
     cached = run_job(AudioFeaturesJob(Project.open(resumed.root), config), lambda p: messages.append(p.message))
     assert messages == ["Audio features are up to date"]
     np.testing.assert_array_equal(cached.features, done.features)
-    assert load_features(Project.open(resumed.root)).encoder == "ave"
+    assert load_features(Project.open(resumed.root)).encoder == "ave+whisper-tiny.en"
     new = load_encoder(Project.open(resumed.root))
     np.testing.assert_allclose(new.features(load_audio(resumed.path("audio_16k.wav")), 200, Fraction(25)),
                                done.features, atol=1e-5)

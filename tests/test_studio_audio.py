@@ -59,7 +59,7 @@ def test_train_from_the_panel_draws_curves_and_reports(window, qtbot, artifacts_
         x, _ = panel.curves[key].getData()
         assert list(x) == [10, 20]
     text = panel.summary.text()
-    assert text.startswith("AVE features: 331 frames × 512.")
+    assert text.startswith("AVE + Whisper features: 331 frames × 896.")
     assert "mouth r" in text and "sync score" in text and "offset" in text and "Took" in text
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
 
@@ -98,6 +98,6 @@ def test_extract_whisper_features_from_the_menu(window, qtbot):
     assert window.audio_panel.encoder() == "whisper"
     qtbot.waitUntil(lambda: window.job is None, timeout=120_000)
     assert window.last_error is None
-    assert window.audio_panel.summary.text().startswith("Whisper tiny.en features: 331 frames × 384. Took ")
+    assert window.audio_panel.summary.text().startswith("Whisper tiny.en features: 331 frames × 384. Held-out: mouth r ")
     x, _ = window.audio_panel.curves["loss"].getData()
     assert x is None or len(x) == 0

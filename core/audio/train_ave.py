@@ -7,7 +7,8 @@ cosine similarity (Eq. 1-2). The mouth head predicts the centre frame's mouth op
 5 audio features (Eq. 3). Audio is drawn up to half a frame off the video frame, with masked mel bands and
 gain changes, so 10 seconds of footage go further.
 
-The last ``holdout`` of the frames is never trained on: it measures how well the encoder generalises.
+The last ``holdout`` of the frames is never trained on: it measures how well the encoder generalises (mouth:
+a linear readout of the features, :func:`mouth_probe`; sync: the offset the discriminator finds).
 Randomness is seeded per step, so a run resumed from a checkpoint continues exactly as it would have.
 """
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from core.audio.ave import SYNC_FRAMES, AudioEncoder, MouthHead, VisualEncoder, sync_probability
 from core.audio.mel import MelConfig, frame_mel_index, log_mel, windows_at
+from core.audio.mouth import mouth_opening
 from core.config import config_hash, to_dict
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
@@ -179,8 +181,9 @@ class AveTrainer:
         held = np.arange(self.n_train, t)
         report = {"mouth_r": float("nan"), "offset_frames": float("nan"), "sync_score": float("nan")}
         if len(held) >= 3:
-            pred = self.head(audio[held[:, None] + CONTEXT - frames[0]])[:, 0] * self.std[0] + self.mean[0]
-            report["mouth_r"] = pearson(pred.numpy(), data.targets[held, 0])
+            context = audio[np.arange(t)[:, None] + CONTEXT - frames[0]].flatten(1).numpy()   # [T,5*512]
+            pred = mouth_probe(context[: self.n_train], data.targets[: self.n_train, 0], context[held])
+            report["mouth_r"] = pearson(pred, data.targets[held, 0])
         centres = np.arange(max(self.n_train, 2), t - 2)
         if len(centres) >= 3:
             offsets, scores = sync_scores(self.visual(data.visual(centres)),
@@ -211,6 +214,32 @@ def sync_scores(visual: torch.Tensor, audio_at: Callable[[np.ndarray], torch.Ten
     offsets = np.arange(-max_offset, max_offset + 1)
     scores = np.array([float(sync_probability(audio_at(np.array(k)), visual).mean()) for k in offsets])
     return offsets, scores
+
+
+def mouth_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, ridge: float = 1000.0) -> np.ndarray:
+    """Predictions [M] for test_x [M,D] of a ridge regression fitted on train_x [N,D] -> train_y [N], on
+    standardised features: the audio-to-mouth prediction the features afford a linear readout.
+
+    Why linear: on 10 s of footage the nonlinear mouth head fits the training frames almost exactly and
+    generalises worse (held-out r 0.56 against 0.61 on may_13s); the avatar's deformation network reads
+    the features, not the head. The ridge weight is fixed, not tuned on held-out frames.
+    """
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    a, b = (train_x - mean) / std, (test_x - mean) / std
+    alpha = np.linalg.solve(a @ a.T + ridge * np.eye(len(a)), train_y - train_y.mean())   # dual form: N << D
+    return b @ (a.T @ alpha) + train_y.mean()
+
+
+def mouth_score(features: np.ndarray, landmarks: np.ndarray, holdout: float) -> float:
+    """Held-out Pearson r of :func:`mouth_probe` on per-frame features [T,D] (5-frame context) against the
+    mouth opening of landmarks [T,478,2]; the last ``holdout`` of the frames is held out. NaN if too short."""
+    t = len(features)
+    n = max(SYNC_FRAMES, int(round(t * (1 - holdout))))
+    if t - n < 3:
+        return float("nan")
+    context = features[np.clip(np.arange(t)[:, None] + CONTEXT, 0, t - 1)].reshape(t, -1)   # [T,5*D]
+    opening = mouth_opening(landmarks)
+    return pearson(mouth_probe(context[:n], opening[:n], context[n:]), opening[n:])
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

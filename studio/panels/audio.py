@@ -12,12 +12,14 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from core.audio.features import AudioConfig, AudioFeatures
+from core.audio.features import TRAINED, AudioConfig, AudioFeatures
 from core.audio.train_ave import AveTrainConfig
 from studio.state import StudioState
 
-ENCODERS = {"ave": "AVE trained on this footage", "whisper": "Whisper tiny.en (pretrained)"}  # AudioConfig.encoder
-ENCODER_NAMES = {"ave": "AVE", "synctalk": "SyncTalk AVE", "whisper-tiny.en": "Whisper tiny.en"}  # by features' id
+ENCODERS = {"ave+whisper": "AVE trained on this footage + Whisper", "ave": "AVE trained on this footage",
+            "whisper": "Whisper tiny.en (pretrained)"}  # AudioConfig.encoder
+ENCODER_NAMES = {"ave": "AVE", "synctalk": "SyncTalk AVE", "whisper-tiny.en": "Whisper tiny.en",
+                 "ave+whisper-tiny.en": "AVE + Whisper"}  # by features' id
 LOSS_CURVES = {"loss": ("total", (235, 235, 240)), "sync_loss": ("sync", (90, 170, 240)),
                "mouth_loss": ("mouth", (255, 170, 60))}
 SCORE_CURVES = {"sync_score": ("sync score", (90, 170, 240)), "mouth_r": ("mouth r", (255, 170, 60))}
@@ -181,10 +183,13 @@ class AudioPanel(QWidget):
         self.message.clear()
         self.summary.clear()
 
+    def trains(self) -> bool:
+        """Whether the chosen encoder trains the AVE on the footage first."""
+        return self.encoder() in TRAINED
+
     # --- view ------------------------------------------------------------------------------------------
     def _encoder_changed(self) -> None:
-        ave = self.encoder() == "ave"
-        self.run_button.setText("Train" if ave else "Extract")
+        self.run_button.setText("Train" if self.trains() else "Extract")
         self._refresh()
 
     def _refresh(self) -> None:
@@ -192,8 +197,8 @@ class AudioPanel(QWidget):
         self.hint.setVisible(not tracked)
         idle = tracked and not self.running
         self.encoder_box.setEnabled(idle)
-        self.steps_box.setEnabled(idle and self.encoder() == "ave")
-        self.eval_box.setEnabled(idle and self.encoder() == "ave")
+        self.steps_box.setEnabled(idle and self.trains())
+        self.eval_box.setEnabled(idle and self.trains())
         self.run_button.setEnabled(idle)
         self.cancel_button.setEnabled(self.running)
         self.progress.setVisible(self.running)
