@@ -9,6 +9,7 @@ makes features for the avatar, the other two stay in the checkpoint for evaluati
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -100,6 +101,16 @@ class MouthHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.net(feats.transpose(1, 2))
+
+
+def fused_for_inference(encoder: AudioEncoder) -> AudioEncoder:
+    """A copy of a trained encoder in eval mode with each BatchNorm folded into its conv: the same outputs
+    (to ~1e-6) in half the operations, which matters for one window every 40 ms of live input."""
+    fused = copy.deepcopy(encoder).eval()
+    for block in fused.audio_encoder:
+        conv, norm = block.conv_block
+        block.conv_block = nn.Sequential(torch.nn.utils.fusion.fuse_conv_bn_eval(conv, norm))
+    return fused.requires_grad_(False)
 
 
 def sync_probability(audio_feat: torch.Tensor, visual_feat: torch.Tensor) -> torch.Tensor:

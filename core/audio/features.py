@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from core.audio.ave import AVE_DIM, AudioEncoder, import_synctalk_checkpoint
+from core.audio.ave import AVE_DIM, AudioEncoder, fused_for_inference, import_synctalk_checkpoint
 from core.audio.mel import SYNCTALK_MEL, MelConfig, mel_windows
 from core.audio.mouth import crop_transforms, lower_face_crops, mouth_targets
 from core.audio.train_ave import AveData, AveTrainConfig, mouth_score, train_ave
@@ -80,19 +80,25 @@ class AveEncoder:
     id: str = "ave"
     dim: int = AVE_DIM
 
+    def __post_init__(self) -> None:
+        self._fused = fused_for_inference(self.net)
+
+    def encode(self, windows: torch.Tensor) -> np.ndarray:
+        """float32 [N,512] of mel windows [N,1,80,16]: the one path offline and streaming features share."""
+        with torch.inference_mode():
+            return self._fused(windows).numpy()
+
     def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
                  cancel: CancelToken | None = None, batch: int = 256) -> np.ndarray:
         """float32 [n_frames, 512] for audio float32 [S] at 16 kHz."""
         windows = mel_windows(audio, n_frames, fps, self.mel)                 # [T,1,80,16]
         out = np.empty((n_frames, self.dim), np.float32)
-        self.net.eval()
-        with torch.no_grad():
-            for start in range(0, n_frames, batch):
-                if cancel is not None:
-                    cancel.check("Audio features")
-                out[start:start + batch] = self.net(windows[start:start + batch]).numpy()
-                if progress:
-                    progress(Progress(min(start + batch, n_frames) / max(n_frames, 1), "Encoding audio"))
+        for start in range(0, n_frames, batch):
+            if cancel is not None:
+                cancel.check("Audio features")
+            out[start:start + batch] = self.encode(windows[start:start + batch])
+            if progress:
+                progress(Progress(min(start + batch, n_frames) / max(n_frames, 1), "Encoding audio"))
         return out
 
     def save(self, path: Path, report: dict[str, float]) -> None:

@@ -85,9 +85,7 @@ class StreamingFeatures:
         if not frames:
             return np.zeros((0, self.encoder.dim), np.float32)
         starts = frame_mel_index(np.array(frames), self.fps, cfg) + cfg.window_start - self._mel_first
-        self.encoder.net.eval()
-        with torch.no_grad():
-            out = self.encoder.net(windows_at(self._mel, starts, cfg)).numpy()        # [n,D]
+        out = self.encoder.encode(windows_at(self._mel, starts, cfg))                 # [n,D]
         self.frames_done += len(frames)
         self._forget()
         return out
