@@ -24,14 +24,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.audio.features import AudioConfig, AudioFeaturesJob, AveEncoder, WhisperEncoder  # noqa: E402
+from core.audio.features import AudioConfig, AudioFeaturesJob, AveEncoder, WhisperEncoder, sync_check  # noqa: E402
 from core.audio.mel import frames_for_audio  # noqa: E402
-from core.audio.mouth import crop_transforms, lower_face_crops, mouth_targets  # noqa: E402
 from core.audio.stream import StreamingFeatures  # noqa: E402
-from core.audio.train_ave import AveData, AveTrainer, mouth_score  # noqa: E402
+from core.audio.train_ave import mouth_score  # noqa: E402
 from core.ingest import IngestJob  # noqa: E402
 from core.jobs import run_job  # noqa: E402
-from core.media import FrameReader, load_audio  # noqa: E402
+from core.media import load_audio  # noqa: E402
 from core.project import Project  # noqa: E402
 from core.tracking.track import TrackJob, load_tracking  # noqa: E402
 
@@ -52,18 +51,10 @@ def train_clip(clip: str, config: AudioConfig, workdir: Path) -> dict[str, float
     result, t_audio = timed(lambda: run_job(AudioFeaturesJob(project, config)))
 
     # The same footage with its audio delayed by SHIFT frames: the sync model should find +SHIFT.
-    saved = torch.load(project.path("ave_train.pt"), map_location="cpu", weights_only=True)
+    shifted_report = sync_check(project, SHIFT)
     landmarks = load_tracking(project)["landmarks"]
-    with FrameReader(project.footage.path) as reader:
-        crops = lower_face_crops(iter(reader), crop_transforms(landmarks))
     audio = load_audio(project.path("audio_16k.wav"))
     fps = Fraction(project.footage.info["fps"])
-    delay = round(SHIFT / fps * 16000)
-    delayed = np.concatenate([np.zeros(delay, np.float32), audio[:-delay]])
-    shifted = AveData.build(delayed, fps, crops, mouth_targets(landmarks), config.mel)
-    trainer = AveTrainer(shifted, config.train)
-    trainer.load_state_dict(saved["trainer"])
-    shifted_report = trainer.evaluate()
 
     # The same linear mouth readout on Whisper's states alone (the stage's report has AVE and AVE+Whisper).
     whisper = WhisperEncoder().features(audio, len(landmarks), fps)                     # [T,384]
@@ -71,7 +62,7 @@ def train_clip(clip: str, config: AudioConfig, workdir: Path) -> dict[str, float
     return {**result.report, "mouth_r_whisper": mouth_r_whisper, "offset_shift": shifted_report["offset_frames"],
             "ingest_s": t_ingest,
             "track_s": t_track, "audio_s": t_audio, "frames": len(landmarks),
-            "held_out": len(landmarks) - trainer.n_train}
+            "held_out": len(landmarks) - max(5, round(len(landmarks) * (1 - config.train.holdout)))}
 
 
 def extraction_speed(encoder, audio: np.ndarray, repeats: int = 3) -> float:

@@ -14,7 +14,7 @@ import torch
 
 from core.audio.ave import AudioEncoder, import_synctalk_checkpoint
 from core.audio.features import (AVE_MEL, AudioConfig, AudioFeaturesJob, AveEncoder, WhisperEncoder, load_encoder,
-                                 load_features)
+                                 load_features, sync_check)
 from core.audio.mel import SYNCTALK_MEL, frame_mel_index, frames_for_audio, log_mel, mel_windows
 from core.audio.stream import StreamingFeatures
 from core.audio.train_ave import AveTrainConfig
@@ -231,3 +231,19 @@ def test_cli_audio_whisper(tracked_project, copy_project):
     assert "200 frames x 384 (whisper-tiny.en)" in stdout.getvalue()
     assert load_features(Project.open(root)).features.shape == (200, 384)
     assert main(["audio", "--project", str(root), "--encoder", "synctalk"]) == 2
+
+
+@pytest.mark.slow
+def test_may_held_out_mouth_and_sync(tracked_project, copy_project):
+    """Issue figures on may_13s, last 20% held out: the default features predict the mouth opening (linear
+    readout, r >= 0.6) and the sync model finds the true offset (0) and a 5-frame delay (5), each ± 1."""
+    project = Project.open(copy_project(tracked_project("may_13s.mp4")))
+    result = run_job(AudioFeaturesJob(project))
+    r = result.report
+    print(f"may_13s held out: mouth r {r['mouth_r']:.3f} (AVE alone {r['mouth_r_ave']:.3f}), "
+          f"offset {r['offset_frames']:+.0f}, sync margin {r['sync_score']:.3f}")
+    assert r["mouth_r"] >= 0.6
+    assert abs(r["offset_frames"]) <= 1 and r["sync_score"] > 0
+    delayed = sync_check(project, 5)
+    print(f"audio delayed 5 frames: offset {delayed['offset_frames']:+.0f}")
+    assert abs(delayed["offset_frames"] - 5) <= 1

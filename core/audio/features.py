@@ -27,13 +27,13 @@ import torch
 from core.audio.ave import AVE_DIM, AudioEncoder, fused_for_inference, import_synctalk_checkpoint
 from core.audio.mel import SYNCTALK_MEL, MelConfig, mel_windows
 from core.audio.mouth import crop_transforms, lower_face_crops, mouth_targets
-from core.audio.train_ave import AveData, AveTrainConfig, mouth_score, train_ave
+from core.audio.train_ave import AveData, AveTrainConfig, AveTrainer, mouth_score, train_ave
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError, ProjectError
 from core.fsutil import atomic_path, load_npz, save_npz
 from core.ingest import AUDIO_FILE
 from core.jobs import CancelToken, Progress, ProgressFn, span
-from core.media import FrameReader, load_audio
+from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.project import Project
 from core.tracking.track import load_tracking
 
@@ -256,12 +256,35 @@ class AudioFeaturesJob:
     def _trained_encoder(self, config: AudioConfig, video: str, audio: np.ndarray, fps: Fraction,
                          tracking: dict[str, np.ndarray], progress: ProgressFn,
                          cancel: CancelToken) -> tuple[AveEncoder, dict[str, float]]:
-        landmarks = tracking["landmarks"]                                      # [T,478,2]
-        progress(Progress(0.0, "Cropping the lower face"))
-        transforms = crop_transforms(landmarks)
-        with FrameReader(video) as reader:
-            crops = lower_face_crops(iter(reader), transforms, cancel,
-                                     lambda t: progress(Progress(0.05 * t / len(landmarks), "Cropping the lower face")))
-        data = AveData.build(audio, fps, crops, mouth_targets(landmarks), config.mel)
+        data = _ave_data(video, audio, fps, tracking["landmarks"], config.mel, span(progress, 0.0, 0.05), cancel)
         trainer, report = train_ave(data, config.train, self.project.path(TRAIN_FILE), span(progress, 0.05, 1.0), cancel)
         return AveEncoder(trainer.audio.eval(), config.mel, "ave"), report
+
+
+def _ave_data(video: str, audio: np.ndarray, fps: Fraction, landmarks: np.ndarray, mel: MelConfig,
+              progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> AveData:
+    """What AVE training reads: the footage's lower-face crops and mouth beside ``audio``'s mel."""
+    report = progress or (lambda p: None)
+    report(Progress(0.0, "Cropping the lower face"))
+    with FrameReader(video) as reader:
+        crops = lower_face_crops(iter(reader), crop_transforms(landmarks), cancel,
+                                 lambda t: report(Progress(t / len(landmarks), "Cropping the lower face")))
+    return AveData.build(audio, fps, crops, mouth_targets(landmarks), mel)
+
+
+def sync_check(project: Project, delay_frames: int) -> dict[str, float]:
+    """The trained sync model's held-out report on the footage with its audio delayed by ``delay_frames``
+    (negative: advanced). A model that learned lip sync finds ``offset_frames`` = ``delay_frames``."""
+    config = _saved_config(project)
+    if config.encoder not in TRAINED:
+        raise AvatarStudioError(f"the project's audio features ({config.encoder}) have no trained sync model")
+    footage = project.checked_footage()
+    fps = Fraction(footage.info["fps"])
+    audio = load_audio(project.path(AUDIO_FILE))
+    shift = round(delay_frames / fps * AUDIO_RATE)
+    pad = np.zeros(abs(shift), np.float32)
+    delayed = np.concatenate([pad, audio[:len(audio) - shift]]) if shift >= 0 else np.concatenate([audio[-shift:], pad])
+    trainer = AveTrainer(_ave_data(footage.path, delayed, fps, load_tracking(project)["landmarks"], config.mel),
+                         config.train)
+    trainer.load_state_dict(torch.load(project.path(TRAIN_FILE), map_location="cpu", weights_only=True)["trainer"])
+    return trainer.evaluate()

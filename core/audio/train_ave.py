@@ -40,7 +40,7 @@ MAX_OFFSET = 15                                        # sync search range, fram
 class AveTrainConfig:
     steps: int = 400
     batch: int = 32
-    width: int = 16            # channel width of both encoders (SyncTalk's audio encoder: 32)
+    width: int = 8             # channel width of both encoders (SyncTalk's audio encoder: 32)
     lr: float = 1e-3
     weight_decay: float = 0.1
     eval_every: int = 50
