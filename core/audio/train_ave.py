@@ -30,6 +30,7 @@ from core.audio.mouth import mouth_opening
 from core.config import config_hash, to_dict
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
+from core.metrics import pearson
 
 CONTEXT = np.arange(SYNC_FRAMES) - SYNC_FRAMES // 2   # frame offsets around the centre: -2..2
 MARGIN = 32                                            # frames of mel kept beyond each end of the clip
@@ -240,12 +241,6 @@ def mouth_score(features: np.ndarray, landmarks: np.ndarray, holdout: float) -> 
     context = features[np.clip(np.arange(t)[:, None] + CONTEXT, 0, t - 1)].reshape(t, -1)   # [T,5*D]
     opening = mouth_opening(landmarks)
     return pearson(mouth_probe(context[:n], opening[:n], context[n:]), opening[n:])
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64) - np.mean(a), np.asarray(b, np.float64) - np.mean(b)
-    denom = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denom) if denom > 0 else 0.0
 
 
 def train_ave(data: AveData, cfg: AveTrainConfig, checkpoint: Path, progress: ProgressFn,
