@@ -1,0 +1,1 @@
+"""Compositing: the rendered face blended back into the original footage (SyncTalk++ Portrait-Sync Generator)."""
