@@ -1,0 +1,1 @@
+"""The avatar: canonical Gaussians, triplane, deformation, training."""
