@@ -1,0 +1,209 @@
+"""The avatar's networks: triplane sampling, attribute and deformation MLPs, the audio projection, and the
+facial-aware masked attention that keeps lip features off the upper face and expression off the lower."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from core.avatar.deform import (EXPRESSION_BLENDSHAPES, AttributeMLP, AudioProjection, DeformationField,
+                                DeformConfig)
+from core.avatar.triplane import Triplane, TriplaneConfig
+from core.tracking.landmarks import BLENDSHAPE_NAMES
+
+N = 1000
+CFG = DeformConfig()
+
+
+def _head_points(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points [n,3] uniform in the default head box and their region (lower: y below a nose tip at y = 2)."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = torch.tensor([-9.0, -12.0, -10.0]), torch.tensor([9.0, 10.0, 8.0])
+    xyz = lo + (hi - lo) * torch.rand(n, 3, generator=g)  # [n,3]
+    return xyz, xyz[:, 1] > 2.0
+
+
+def _randomise(*modules: torch.nn.Module, seed: int = 0) -> None:
+    """Every parameter plus normal(0, 0.1) noise: nothing zero (the zero-initialised last layers included), so
+    only the mask can make an output independent of an input; the default scales keep the softmax unsaturated."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def _nets(seed: int = 0):
+    torch.manual_seed(seed)
+    tri = Triplane()
+    return tri, AttributeMLP(tri.out_dim), DeformationField(tri.out_dim), AudioProjection(512)
+
+
+# --- triplane ----------------------------------------------------------------------------------------------
+def test_triplane_shapes_and_resolutions():
+    tri = Triplane()
+    assert TriplaneConfig().resolutions == (32, 64, 128, 256)
+    assert [tuple(p.shape) for p in tri.planes] == [(3, 4, r, r) for r in (32, 64, 128, 256)]
+    xyz, _ = _head_points(N, 0)
+    feats = tri(xyz)
+    assert tri.out_dim == 48 and feats.shape == (N, 48) and feats.dtype == torch.float32
+    assert Triplane(TriplaneConfig(levels=1, channels=2)).out_dim == 6
+    with pytest.raises(ValueError):
+        TriplaneConfig(bounds=(1, -1, 0, 1, 0, 1))
+
+
+def test_triplane_is_bilinear_and_clamped():
+    cfg = TriplaneConfig(levels=2, base_resolution=8, max_resolution=16)
+    tri = Triplane(cfg)
+    _randomise(tri)
+    lo, hi = tri.lo, tri.hi
+    plane = tri.planes[0]                     # [3,C,8,8], xy / yz / xz along (width, height)
+    c = cfg.channels
+    corner = tri(lo[None])[0, :3 * c].reshape(3, c)
+    assert torch.equal(corner, plane[:, :, 0, 0].detach())  # a grid node reads its value exactly
+    # Outside the box reads the border: the far corner and points beyond it agree, and stay finite.
+    far = tri(torch.stack([hi, hi + 5.0, hi + 1e6]))
+    assert torch.isfinite(far).all() and torch.equal(far[0], far[1]) and torch.equal(far[0], far[2])
+    assert torch.equal(far[0, :3 * c].reshape(3, c), plane[:, :, -1, -1].detach())
+    assert torch.equal(tri(lo[None] - 3.0), tri(lo[None]))
+    # Halfway between the first two x nodes of level 0: the xy and xz planes read the mean of the two nodes.
+    mid = lo.clone()
+    mid[0] += 0.5 * (hi[0] - lo[0]) / (8 - 1)
+    f = tri(mid[None])[0, :3 * c].reshape(3, c)
+    for k in (0, 2):
+        torch.testing.assert_close(f[k], plane[k, :, 0, :2].mean(1).detach(), atol=1e-6, rtol=0)
+    # Continuity: a 1e-3 cm step changes the features a little (not piecewise constant, not jumping).
+    xyz, _ = _head_points(N, 1)
+    step = tri(xyz + 1e-3) - tri(xyz)
+    assert 0 < step.abs().max() < 0.05
+
+
+# --- deformation and attributes ----------------------------------------------------------------------------
+def test_shapes():
+    tri, attr, field, proj = _nets()
+    xyz, lower = _head_points(N, 0)
+    feats = tri(xyz)
+    d_color, d_opacity = attr(feats)
+    assert d_color.shape == (N, 3) and d_opacity.shape == (N,)
+    for d_in in (896, 512, 384):
+        p = AudioProjection(d_in)
+        assert p(torch.randn(5, d_in)).shape == (5, CFG.audio_dim)
+        assert p(torch.randn(5, 8, d_in)).shape == (5, CFG.audio_dim)
+    lip = proj(torch.randn(1, 8, 512))[0]
+    d = field(feats, lower, lip, torch.rand(CFG.expr_dim))
+    assert (d.means.shape, d.quats.shape, d.log_scales.shape) == ((N, 3), (N, 4), (N, 3))
+    d = field(feats, lower, torch.randn(6, CFG.audio_dim), torch.rand(6, CFG.expr_dim))
+    assert (d.means.shape, d.quats.shape, d.log_scales.shape) == ((6, N, 3), (6, N, 4), (6, N, 3))
+    with pytest.raises(ValueError):
+        field(feats, lower, torch.randn(2, CFG.audio_dim), torch.rand(3, CFG.expr_dim))
+    assert len(EXPRESSION_BLENDSHAPES) == CFG.expr_dim and set(EXPRESSION_BLENDSHAPES) <= set(BLENDSHAPE_NAMES)
+
+
+def test_batched_frames_match_single_frames():
+    tri, _, field, _ = _nets()
+    _randomise(tri, field)
+    xyz, lower = _head_points(N, 0)
+    feats = tri(xyz)
+    lip, expr = torch.randn(3, CFG.audio_dim), torch.rand(3, CFG.expr_dim)
+    batch = field(feats, lower, lip, expr)
+    for b in range(3):
+        one = field(feats, lower, lip[b], expr[b])
+        for name in ("means", "quats", "log_scales"):
+            torch.testing.assert_close(getattr(batch, name)[b], getattr(one, name))
+
+
+def test_zero_at_init_then_lower_face_learns_to_move():
+    tri, attr, field, _ = _nets()
+    xyz, lower = _head_points(N, 0)
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        lip, expr = 10 * torch.randn(CFG.audio_dim, generator=g), torch.rand(CFG.expr_dim, generator=g)
+        d = field(tri(xyz + seed), lower, lip, expr)
+        assert torch.equal(d.means, torch.zeros(N, 3)) and torch.equal(d.log_scales, torch.zeros(N, 3))
+        assert torch.equal(d.quats, torch.tensor([1.0, 0, 0, 0]).expand(N, 4))
+        d_color, d_opacity = attr(tri(xyz))
+        assert not d_color.any() and not d_opacity.any()
+
+    opt = torch.optim.Adam([*tri.parameters(), *field.parameters()], lr=1e-2)
+    lip, expr = torch.randn(CFG.audio_dim), torch.rand(CFG.expr_dim)
+    target = torch.tensor([0.0, 0.5, 0.0])  # the jaw drops 5 mm
+    loss = (field(tri(xyz), lower, lip, expr).means[lower] - target).square().mean()
+    loss.backward()
+    opt.step()
+    moved = field(tri(xyz), lower, lip, expr).means[lower]
+    assert (moved[:, 1] > 0).all()
+    assert (moved - target).square().mean() < loss
+
+
+def test_masked_attention_separates_lip_and_expression():
+    """With every weight random, expression cannot reach the lower face nor lip features the upper face,
+    bit for bit; each still moves its own region."""
+    tri, _, field, _ = _nets()
+    _randomise(tri, field)
+    xyz, lower = _head_points(N, 0)
+    upper = ~lower
+    assert 100 < lower.sum() < N - 100
+    feats = tri(xyz)
+    g = torch.Generator().manual_seed(1)
+    lip, lip2 = torch.randn(2, 4, CFG.audio_dim, generator=g)   # 4 frames at once
+    expr, expr2 = torch.rand(2, 4, CFG.expr_dim, generator=g)
+    base = field(feats, lower, lip, expr)
+    new_expr = field(feats, lower, lip, expr2)
+    new_lip = field(feats, lower, lip2, expr)
+    for name in ("means", "quats", "log_scales"):
+        b, e, a = getattr(base, name), getattr(new_expr, name), getattr(new_lip, name)  # [4,N,k]
+        assert torch.equal(e[:, lower], b[:, lower]), f"expression leaked into the lower face's {name}"
+        assert torch.equal(a[:, upper], b[:, upper]), f"lip features leaked into the upper face's {name}"
+        assert (e[:, upper] != b[:, upper]).any(-1).all(), f"expression does not move every upper {name}"
+        assert (a[:, lower] != b[:, lower]).any(-1).all(), f"lip features do not move every lower {name}"
+
+
+def test_gradients_reach_every_parameter():
+    tri, attr, field, proj = _nets()
+    _randomise(tri, attr, field, proj)
+    xyz, lower = _head_points(N, 0)
+    feats = tri(xyz)
+    d_color, d_opacity = attr(feats)
+    lip = proj(torch.randn(2, 8, 512))                        # [2,A]
+    d = field(feats, lower, lip, torch.rand(2, CFG.expr_dim))
+    w = torch.Generator().manual_seed(2)
+    loss = sum((t * torch.randn(t.shape, generator=w)).sum()
+               for t in (d_color, d_opacity, d.means, d.quats, d.log_scales))
+    loss.backward()
+    for module in (tri, attr, field, proj):
+        for name, p in module.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), f"{type(module).__name__}.{name}"
+            assert p.grad.abs().sum() > 0, f"{type(module).__name__}.{name} has no gradient"
+
+
+def test_forward_backward_time():
+    """Prints one training step's network cost at the default 20k Gaussians on 2 CPU threads (not asserted)."""
+    tri, attr, field, proj = _nets()
+    params = [p for m in (tri, attr, field, proj) for p in m.parameters()]
+    xyz, lower = _head_points(20_000, 0)
+    window, expr = torch.randn(1, 8, 512), torch.rand(CFG.expr_dim)
+
+    def step() -> None:
+        feats = tri(xyz)
+        d_color, d_opacity = attr(feats)
+        d = field(feats, lower, proj(window)[0], expr)
+        loss = d_color.sum() + d_opacity.sum() + d.means.sum() + d.quats.sum() + d.log_scales.sum()
+        torch.autograd.grad(loss, params)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        step()
+        wall, cpu = [], []
+        for _ in range(7):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step()
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    finally:
+        torch.set_num_threads(threads)
+    wall.sort()
+    print(f"\navatar nets forward+backward, N=20000, 2 threads: {1000 * wall[0]:.0f} ms best, "
+          f"{1000 * wall[3]:.0f} ms median of 7 (CPU time {1000 * sorted(cpu)[3]:.0f} ms across threads)")
