@@ -98,7 +98,7 @@ class AveTrainer:
 
     def __init__(self, data: AveData, cfg: AveTrainConfig):
         self.data, self.cfg = data, cfg
-        self.n_train = max(SYNC_FRAMES, int(round(data.n_frames * (1 - cfg.holdout))))
+        self.n_train = training_frames(data.n_frames, cfg.holdout)
         stats = data.targets[: self.n_train]
         self.mean, self.std = stats.mean(0), stats.std(0) + 1e-6
         torch.manual_seed(cfg.seed)
@@ -183,8 +183,7 @@ class AveTrainer:
         report = {"mouth_r": float("nan"), "offset_frames": float("nan"), "sync_score": float("nan")}
         if len(held) >= 3:
             context = audio[np.arange(t)[:, None] + CONTEXT - frames[0]].flatten(1).numpy()   # [T,5*512]
-            pred = mouth_probe(context[: self.n_train], data.targets[: self.n_train, 0], context[held])
-            report["mouth_r"] = pearson(pred, data.targets[held, 0])
+            report["mouth_r"] = held_out_r(context, data.targets[:, 0], self.n_train)
         centres = np.arange(max(self.n_train, 2), t - 2)
         if len(centres) >= 3:
             offsets, scores = sync_scores(self.visual(data.visual(centres)),
@@ -231,16 +230,27 @@ def mouth_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, ri
     return b @ (a.T @ alpha) + train_y.mean()
 
 
+def training_frames(n_frames: int, holdout: float) -> int:
+    """How many leading frames are trained on; the rest, the last ``holdout`` of the clip, are held out."""
+    return max(SYNC_FRAMES, int(round(n_frames * (1 - holdout))))
+
+
+def held_out_r(context: np.ndarray, opening: np.ndarray, n_train: int) -> float:
+    """Pearson r on frames n_train.. of :func:`mouth_probe` fitted on the frames before, features [T,D] ->
+    mouth opening [T]."""
+    pred = mouth_probe(context[:n_train], opening[:n_train], context[n_train:])
+    return pearson(pred, opening[n_train:])
+
+
 def mouth_score(features: np.ndarray, landmarks: np.ndarray, holdout: float) -> float:
     """Held-out Pearson r of :func:`mouth_probe` on per-frame features [T,D] (5-frame context) against the
     mouth opening of landmarks [T,478,2]; the last ``holdout`` of the frames is held out. NaN if too short."""
     t = len(features)
-    n = max(SYNC_FRAMES, int(round(t * (1 - holdout))))
+    n = training_frames(t, holdout)
     if t - n < 3:
         return float("nan")
     context = features[np.clip(np.arange(t)[:, None] + CONTEXT, 0, t - 1)].reshape(t, -1)   # [T,5*D]
-    opening = mouth_opening(landmarks)
-    return pearson(mouth_probe(context[:n], opening[:n], context[n:]), opening[n:])
+    return held_out_r(context, mouth_opening(landmarks), n)
 
 
 def train_ave(data: AveData, cfg: AveTrainConfig, checkpoint: Path, progress: ProgressFn,

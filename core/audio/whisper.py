@@ -43,17 +43,20 @@ _FADE = 50  # states (1 s) over which one window's states give way to the next's
 # ~4 % from float32's, and quantised GEMM results can depend on the CPU's instruction set.
 _COMPUTE_TYPE = "float32"
 
-_models: dict[Path, WhisperModel] = {}
+_models: dict[str | None, WhisperModel] = {}
 _models_lock = threading.Lock()
 
 
-def _model(path: Path) -> WhisperModel:
-    """The loaded model whose main file is ``path`` (its folder holds the companions), loaded once per path."""
+def _model(model_path: str | Path | None, cancel: CancelToken) -> WhisperModel:
+    """The model for a settings path (None: found as core.models finds it), resolved, checked and loaded once
+    per path: checking the sha256 of its 78 MB on every call would cost more than short audio's features."""
+    key = None if model_path is None else str(model_path)
     with _models_lock:
-        if path not in _models:
-            _models[path] = WhisperModel(str(path.parent), device="cpu", compute_type=_COMPUTE_TYPE,
-                                         cpu_threads=torch.get_num_threads())
-        return _models[path]
+        if key not in _models:
+            path = resolve_model(WHISPER_TINY_EN, model_path, cancel=cancel)
+            _models[key] = WhisperModel(str(path.parent), device="cpu", compute_type=_COMPUTE_TYPE,
+                                        cpu_threads=torch.get_num_threads())
+        return _models[key]
 
 
 def whisper_features(audio: np.ndarray, n_frames: int, fps: Fraction | float, *, model_path: str | Path | None = None,
@@ -78,7 +81,7 @@ def whisper_features(audio: np.ndarray, n_frames: int, fps: Fraction | float, *,
         raise ValueError(f"audio is {audio.size} samples long, shorter than one video frame at {fps} fps")
     cancel = cancel or CancelToken()
     cancel.check("Whisper features")
-    model = _model(resolve_model(WHISPER_TINY_EN, model_path, cancel=cancel))
+    model = _model(model_path, cancel)
 
     n_real = math.ceil(audio.size / _SAMPLES_PER_STATE)  # states centred on real audio
     total = max(n_real, _WINDOW)
