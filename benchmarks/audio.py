@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from core.audio.features import AudioConfig, AudioFeaturesJob, AveEncoder, WhisperEncoder, sync_check  # noqa: E402
 from core.audio.mel import frames_for_audio  # noqa: E402
 from core.audio.stream import StreamingFeatures  # noqa: E402
-from core.audio.train_ave import mouth_score  # noqa: E402
+from core.audio.ave import AVE_DIM  # noqa: E402
+from core.audio.train_ave import mouth_score, training_frames  # noqa: E402
 from core.ingest import IngestJob  # noqa: E402
 from core.jobs import run_job  # noqa: E402
 from core.media import load_audio  # noqa: E402
@@ -53,16 +54,15 @@ def train_clip(clip: str, config: AudioConfig, workdir: Path) -> dict[str, float
     # The same footage with its audio delayed by SHIFT frames: the sync model should find +SHIFT.
     shifted_report = sync_check(project, SHIFT)
     landmarks = load_tracking(project)["landmarks"]
-    audio = load_audio(project.path("audio_16k.wav"))
-    fps = Fraction(project.footage.info["fps"])
 
-    # The same linear mouth readout on Whisper's states alone (the stage's report has AVE and AVE+Whisper).
-    whisper = WhisperEncoder().features(audio, len(landmarks), fps)                     # [T,384]
+    # The same linear mouth readout on Whisper's states alone (the stage's report has AVE and AVE+Whisper):
+    # the default features are [AVE | Whisper].
+    whisper = result.features[:, AVE_DIM:]                                            # [T,384]
     mouth_r_whisper = mouth_score(whisper, landmarks, config.train.holdout)
     return {**result.report, "mouth_r_whisper": mouth_r_whisper, "offset_shift": shifted_report["offset_frames"],
             "ingest_s": t_ingest,
             "track_s": t_track, "audio_s": t_audio, "frames": len(landmarks),
-            "held_out": len(landmarks) - max(5, round(len(landmarks) * (1 - config.train.holdout)))}
+            "held_out": len(landmarks) - training_frames(len(landmarks), config.train.holdout)}
 
 
 def extraction_speed(encoder, audio: np.ndarray, repeats: int = 3) -> float:

@@ -142,12 +142,6 @@ def lookahead_seconds(fps: Fraction | float, cfg: MelConfig = MelConfig()) -> fl
     return (last_centre * cfg.hop + cfg.n_fft // 2) / cfg.sample_rate
 
 
-def required_samples(frame: int, fps: Fraction | float, cfg: MelConfig) -> int:
-    """Samples needed before video frame ``frame``'s window is complete."""
-    last = int(frame_mel_index(frame, fps, cfg)) + cfg.window_start + cfg.window_frames - 1
-    return max(0, last * cfg.hop + cfg.n_fft // 2)
-
-
 def frames_for_audio(n_samples: int, fps: Fraction | float, sample_rate: int = AUDIO_RATE) -> int:
     """Video frames that audio of ``n_samples`` spans (at least one for any non-empty audio)."""
     return max(1, math.ceil(Fraction(n_samples, sample_rate) * Fraction(fps).limit_denominator(1_000_000))) if n_samples else 0
