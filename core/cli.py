@@ -119,6 +119,39 @@ def cmd_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from core.avatar.train import TrainAvatarJob, preset
+
+    config = preset(args.preset)
+    if args.steps is not None:
+        if len(args.steps) != 2 or min(args.steps) < 0:
+            err.print("error: --steps takes two counts, stage 1 and stage 2", markup=False)
+            return 2
+        config = replace(config, stage1_steps=args.steps[0], stage2_steps=args.steps[1])
+    project = Project.open(args.project)
+    result = run_with_bar(TrainAvatarJob(project, config))
+    say(f"Trained the avatar of {project.name}: {result.steps} steps, {result.gaussians} Gaussians ({config.preset})")
+    if result.history:
+        last = result.history[-1]
+        say(f"  last step: loss {last['loss']:.4f}, face PSNR {last['psnr']:.2f} dB (a training frame)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from core.avatar.evaluate import EVAL_FILE, VIDEO_FILE, EvalJob
+
+    project = Project.open(args.project)
+    r = run_with_bar(EvalJob(project))
+    say(f"Held-out frames {r['first_frame']}-{r['first_frame'] + r['frames'] - 1} of {project.name}:")
+    say(f"  face PSNR {r['face_psnr']:.2f} dB, full-frame PSNR {r['full_psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
+    say(f"  mouth LMD {r['lmd_centred']:.2f} px centred, {r['lmd_raw']:.2f} px raw; "
+        f"mouth-opening r {r['mouth_r']:.3f} (lag {r['mouth_lag']:+.0f})")
+    say(f"  written: {project.path(EVAL_FILE)}, {project.path(VIDEO_FILE)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar-studio-cli", description="Avatar Studio batch commands.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -149,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--synctalk-checkpoint", metavar="PATH", help="SyncTalk's audio_visual_encoder.pth")
     s.add_argument("--steps", type=int, default=None, metavar="N", help="AVE training steps (default 400)")
     s.set_defaults(func=cmd_audio)
+
+    s = sub.add_parser("train", help="train the avatar (two stages; resumes from the project's checkpoint)")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.add_argument("--preset", choices=("cpu-draft", "gpu-quality", "tiny"), default="cpu-draft",
+                   help="cpu-draft: 256² crops, up to 20k Gaussians, on the CPU (default); "
+                        "gpu-quality: 512², gsplat on CUDA; tiny: seconds, for tests")
+    s.add_argument("--steps", type=int, nargs=2, default=None, metavar=("STAGE1", "STAGE2"),
+                   help="steps of each stage instead of the preset's")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="score the avatar on the held-out frames: PSNR, SSIM, LMD, mouth sync; "
+                                    "writes eval.json and a side-by-side eval.mp4")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.set_defaults(func=cmd_eval)
     return p
 
 

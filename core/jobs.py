@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Protocol, TypeVar
 
 T = TypeVar("T", covariant=True)
 
@@ -21,6 +21,7 @@ class Progress:
     fraction: float  # 0..1 of the whole job
     message: str = ""
     metrics: Mapping[str, float] | None = None  # training curves: {"step": 120, "loss": 0.3, ...}
+    image: Any = None  # a preview the job offers now: uint8 [H,W,3] RGB (numpy), shown by the studio
 
 
 ProgressFn = Callable[[Progress], None]
@@ -61,7 +62,7 @@ def span(progress: ProgressFn, start: float, stop: float) -> ProgressFn:
     """Map a sub-step's 0..1 progress onto [start, stop] of the parent job's progress."""
 
     def report(p: Progress) -> None:
-        progress(Progress(start + (stop - start) * min(max(p.fraction, 0.0), 1.0), p.message, p.metrics))
+        progress(Progress(start + (stop - start) * min(max(p.fraction, 0.0), 1.0), p.message, p.metrics, p.image))
 
     return report
 

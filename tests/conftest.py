@@ -96,3 +96,26 @@ def copy_project(tmp_path):
         return dest
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def voiced_project(tracked_project, tmp_path_factory):
+    """clip name -> folder of a tracked project with audio features too (Whisper's: no encoder training, so a
+    few seconds), made once per session; what avatar training needs. Copy it before changing it."""
+    import shutil
+
+    from core.audio.features import AudioConfig, AudioFeaturesJob
+    from core.jobs import run_job
+    from core.project import Project
+
+    made: dict[str, Path] = {}
+
+    def get(clip: str) -> Path:
+        if clip not in made:
+            root = tmp_path_factory.mktemp("voiced") / Path(clip).stem
+            shutil.copytree(tracked_project(clip), root)
+            run_job(AudioFeaturesJob(Project.open(root), AudioConfig(encoder="whisper")))
+            made[clip] = root
+        return made[clip]
+
+    return get

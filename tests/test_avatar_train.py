@@ -1,0 +1,158 @@
+"""Avatar training as a job: presets, densification, checkpoints that survive a kill, cancel, pause, and the
+held-out evaluation with its video."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from core.avatar.evaluate import EVAL_FILE, VIDEO_FILE, EvalJob
+from core.avatar.train import (AVATAR_FILE, CHECKPOINT_FILE, PRESETS, AvatarTrainer, TrainAvatarJob, TrainConfig,
+                               initial_model, load_avatar, load_train_data, preset)
+from core.config import from_dict, to_dict
+from core.errors import AvatarStudioError
+from core.jobs import CancelToken, Cancelled, run_job
+from core.project import Project
+
+TINY = PRESETS["tiny"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_presets_are_configs_that_round_trip():
+    for name, config in PRESETS.items():
+        assert from_dict(TrainConfig, json.loads(json.dumps(to_dict(config)))) == config
+        assert config.preset == name
+    assert PRESETS["cpu-draft"].crop_size <= 256 and PRESETS["cpu-draft"].max_gaussians <= 20_000
+    assert PRESETS["cpu-draft"].backend == "cpu" and PRESETS["gpu-quality"].backend == "cuda"
+    with pytest.raises(AvatarStudioError, match="unknown training preset 'fast'"):
+        preset("fast")
+
+
+def test_densify_grows_within_budget_and_keeps_adam_in_step(voiced_project):
+    project = Project.open(voiced_project("may_13s.mp4"))
+    config = replace(TINY, max_gaussians=1150, densify_grow=0.5)
+    data = load_train_data(project, config)
+    trainer = AvatarTrainer(initial_model(project, data, config), data, config)
+    for _ in range(3):
+        trainer.train_step()
+    with torch.no_grad():
+        trainer.model.opacity_logits[:10] = -20                    # ten transparent Gaussians to prune
+    trainer.densify()
+    n = len(trainer.model)
+    assert n == 1150                                               # pruned 10, grew to the budget
+    for group in trainer.optimizer.param_groups[:5]:
+        param = group["params"][0]
+        assert param is getattr(trainer.model, group["name"]) and param.shape[0] == n
+        state = trainer.optimizer.state[param]
+        assert state["exp_avg"].shape == param.shape and state["exp_avg_sq"].shape == param.shape
+    before = trainer.model.means.detach().clone()
+    trainer.train_step()
+    assert not torch.equal(before, trainer.model.means.detach())  # the new parameters are the optimised ones
+
+
+def _train_cli(project: Path, steps: tuple[int, int]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "train", "--project", str(project), "--preset",
+                             "tiny", "--steps", str(steps[0]), str(steps[1])], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _history(project: Path) -> dict[int, float]:
+    saved = torch.load(project / CHECKPOINT_FILE, weights_only=True)
+    return {int(p["step"]): p["loss"] for p in json.loads(saved["history"])}
+
+
+def test_sigkill_resumes_where_it_stopped(voiced_project, copy_project):
+    """A training killed with SIGKILL resumes from its last checkpoint and reaches the same losses at the same
+    steps as an uninterrupted run: Gaussians, networks, Adam moments and densification statistics all kept."""
+    steps = (30, 30)
+    whole = copy_project(voiced_project("may_13s.mp4"), "whole")
+    killed = copy_project(voiced_project("may_13s.mp4"), "killed")
+    assert _train_cli(whole, steps).wait(timeout=300) == 0
+
+    proc = _train_cli(killed, steps)
+    checkpoint = killed / CHECKPOINT_FILE
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["trainer"]["step"] >= 15:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = torch.load(checkpoint, weights_only=True)["trainer"]["step"]
+    assert 15 <= stopped_at < sum(steps)
+    assert not (killed / AVATAR_FILE).exists()
+
+    assert _train_cli(killed, steps).wait(timeout=300) == 0
+    expected, resumed = _history(whole), _history(killed)
+    assert sorted(resumed) == sorted(expected) == list(range(1, sum(steps) + 1))
+    assert resumed == expected                                     # bit for bit, the resumed steps included
+    assert len(load_avatar(killed / AVATAR_FILE)[0]) == len(load_avatar(whole / AVATAR_FILE)[0])
+
+
+def test_cancel_and_pause_keep_the_work(voiced_project, copy_project):
+    project = Project.open(copy_project(voiced_project("may_13s.mp4")))
+    cancel = CancelToken()
+    job = TrainAvatarJob(project, TINY)
+    seen: list[int] = []
+
+    def progress(p):
+        if p.metrics:
+            seen.append(int(p.metrics["step"]))
+            if p.metrics["step"] == 3:
+                job.pause.set()                      # pause: the job waits between steps ...
+                threading.Timer(0.3, cancel.cancel).start()  # ... until cancelled
+
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        job.run(progress, cancel)
+    assert time.monotonic() - t0 < 60 and seen[-1] == 3
+    saved = torch.load(project.path(CHECKPOINT_FILE), weights_only=True)
+    assert saved["trainer"]["step"] == 3 and not project.path(AVATAR_FILE).exists()
+
+    result = run_job(TrainAvatarJob(project, TINY))          # resumes at step 3 and finishes
+    assert result.steps == TINY.steps and result.history[0]["step"] == 1
+    assert project.path(AVATAR_FILE).is_file() and "avatar" in Project.open(project.root).stages
+    assert run_job(TrainAvatarJob(project, TINY)).history == []   # up to date: nothing to do
+
+
+def test_training_needs_tracking_and_audio(tracked_project, copy_project):
+    project = Project.open(copy_project(tracked_project("may_13s.mp4")))
+    with pytest.raises(AvatarStudioError, match="no audio results yet"):
+        run_job(TrainAvatarJob(project, TINY))
+    if not torch.cuda.is_available():
+        with pytest.raises(AvatarStudioError, match="CUDA"):
+            run_job(TrainAvatarJob(project, PRESETS["gpu-quality"]))
+
+
+@pytest.mark.slow
+def test_eval_scores_held_out_frames_and_writes_the_video(voiced_project, copy_project, artifacts_dir):
+    project = Project.open(copy_project(voiced_project("may_13s.mp4")))
+    run_job(TrainAvatarJob(project, TINY))
+    report = run_job(EvalJob(project))
+    assert report["frames"] == 66 and report["first_frame"] == 265
+    saved = json.loads(project.path(EVAL_FILE).read_text())
+    for key in ("face_psnr", "full_psnr", "ssim", "lmd_centred", "lmd_raw", "mouth_r"):
+        assert np.isfinite(saved[key])
+    assert 10 < saved["face_psnr"] < saved["full_psnr"]            # the face is the hard part
+    with av.open(str(project.path(VIDEO_FILE))) as c:
+        video = c.streams.video[0]
+        assert (video.width, video.height) == (1024, 512) and c.streams.audio
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video)]
+    assert len(frames) == 66
+    from PIL import Image
+
+    Image.fromarray(frames[30]).save(artifacts_dir / "avatar_eval_tiny.png")
