@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from torch import Tensor
 from core.audio.features import load_features
 from core.audio.train_ave import training_frames
 from core.avatar.deform import EXPRESSION_BLENDSHAPES
-from core.avatar.gaussians import canonical_gaussians
+from core.avatar.gaussians import InitConfig, canonical_gaussians
 from core.avatar.model import GAUSSIAN_PARAMS, AvatarConfig, AvatarModel
 from core.avatar.views import FaceCrops, face_crops
 from core.compose.portrait import portrait_mask
@@ -57,7 +57,7 @@ class TrainConfig:
     backend: str = "cpu"               # the rasterizer: "cpu" (ours) or "cuda" (gsplat)
     crop_size: int = 256               # render resolution, pixels per side of the face crop
     crop_margin: float = 1.5           # crop side over the largest face-oval extent
-    avatar: AvatarConfig = AvatarConfig()
+    avatar: AvatarConfig = AvatarConfig(init=InitConfig(n_gaussians=10_000))
     max_gaussians: int = 20_000
     stage1_steps: int = 1500
     stage2_steps: int = 1500
@@ -93,14 +93,14 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # A CPU draft: 256² crops, 10k Gaussians densified up to 20k, our rasterizer.
-    "cpu-draft": TrainConfig(avatar=AvatarConfig(init=replace(AvatarConfig().init, n_gaussians=10_000))),
+    "cpu-draft": TrainConfig(),
     # The paper's setting on a GPU: 512² crops, more Gaussians and steps, gsplat.
     "gpu-quality": TrainConfig(preset="gpu-quality", backend="cuda", crop_size=512, max_gaussians=100_000,
-                               avatar=AvatarConfig(init=replace(AvatarConfig().init, n_gaussians=40_000)),
+                               avatar=AvatarConfig(init=InitConfig(n_gaussians=40_000)),
                                stage1_steps=6000, stage2_steps=8000, checkpoint_every=500, preview_every=250),
     # For tests: a few seconds on a CPU.
     "tiny": TrainConfig(preset="tiny", crop_size=64, max_gaussians=1200,
-                        avatar=AvatarConfig(init=replace(AvatarConfig().init, n_gaussians=1000)),
+                        avatar=AvatarConfig(init=InitConfig(n_gaussians=1000)),
                         stage1_steps=12, stage2_steps=12, densify_every=4, checkpoint_every=5,
                         report_every=1, preview_every=4),
 }
