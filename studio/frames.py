@@ -1,25 +1,28 @@
-"""Decodes frames off the UI thread: the newest request wins, so scrubbing never queues stale work."""
+"""Makes frames off the UI thread: the newest request wins, so scrubbing and playback never queue stale work.
+The footage's decoded frames use it, and so does the viewport's avatar (its Gaussians per frame)."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any, Callable
 
-import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
 from core.media import FrameReader
 
 
 class FrameFetcher(QObject):
-    """``request(i)`` asks for frame i of the current reader; ``frame_ready(i, rgb)`` answers on the UI thread."""
+    """``request(i)`` asks the current source for frame i; ``frame_ready(i, value)`` answers on the UI thread.
+    A source is any ``index -> value`` callable (a reader's ``read``); it runs on the fetcher's thread only."""
 
-    frame_ready = Signal(int, object)   # index, uint8 [H,W,3]
+    frame_ready = Signal(int, object)   # index, what the source made (uint8 [H,W,3] for footage)
     failed = Signal(int, str)           # index, message
 
     def __init__(self) -> None:
         super().__init__()
         self._cond = threading.Condition()
-        self._reader: FrameReader | None = None
+        self._source: Callable[[int], Any] | None = None
+        self._generation = 0                # bumped by set_source: answers of an older source are dropped
         self._pending: int | None = None
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="frame-fetcher", daemon=True)
@@ -29,8 +32,12 @@ class FrameFetcher(QObject):
         self.frame_ready.connect(slot, Qt.ConnectionType.QueuedConnection)
 
     def set_reader(self, reader: FrameReader | None) -> None:
+        self.set_source(reader.read if reader is not None else None)
+
+    def set_source(self, source: Callable[[int], Any] | None) -> None:
         with self._cond:
-            self._reader, self._pending = reader, None
+            self._source, self._pending = source, None
+            self._generation += 1
 
     def request(self, index: int) -> None:
         with self._cond:
@@ -50,12 +57,15 @@ class FrameFetcher(QObject):
                     self._cond.wait()
                 if self._stop:
                     return
-                index, reader, self._pending = self._pending, self._reader, None
-            if reader is None:
+                index, source, generation, self._pending = self._pending, self._source, self._generation, None
+            if source is None:
                 continue
             try:
-                frame: np.ndarray = reader.read(index)
-            except Exception as e:  # noqa: BLE001 - shown in the status bar, playback goes on
+                value = source(index)
+            except Exception as e:  # noqa: BLE001 - shown to the user, playback goes on
                 self.failed.emit(index, str(e))
-            else:
-                self.frame_ready.emit(index, frame)
+                continue
+            with self._cond:
+                if generation != self._generation:
+                    continue
+            self.frame_ready.emit(index, value)

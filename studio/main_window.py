@@ -10,7 +10,8 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QWidget)
 
-from core.audio.features import TRAINED, AudioConfig, AudioFeaturesJob
+from core.audio.features import TRAINED, AudioConfig, AudioFeatures, AudioFeaturesJob
+from core.avatar.train import TrainAvatarJob, TrainConfig
 from core.errors import AvatarStudioError
 from core.jobs import Job
 from core.project import Project
@@ -20,6 +21,7 @@ from studio.panels.pose_curves import PoseCurvesPanel
 from studio.panels.project import ProjectPanel
 from studio.panels.timeline import TimelinePanel
 from studio.panels.tracking import TrackingPanel
+from studio.panels.training import TrainingPanel
 from studio.panels.viewport import LoadSplatsJob, ViewportPanel
 from studio.panels.viewer import ViewerPanel
 from studio.playback import Playback
@@ -45,8 +47,9 @@ class MainWindow(QMainWindow):
         self.project_panel = ProjectPanel(self.state)
         self.tracking_panel = TrackingPanel(self.state)
         self.pose_curves = PoseCurvesPanel(self.state)
-        self.viewport = ViewportPanel()
+        self.viewport = ViewportPanel(self.state)
         self.audio_panel = AudioPanel(self.state)
+        self.training_panel = TrainingPanel(self.state)
         self.setCentralWidget(self.viewer)
         self.project_dock = self._dock("Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.tracking_dock = self._dock("Tracking", self.tracking_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -54,8 +57,10 @@ class MainWindow(QMainWindow):
         self.pose_dock = self._dock("Pose Curves", self.pose_curves, Qt.DockWidgetArea.RightDockWidgetArea)
         self.viewport_dock = self._dock("Viewport", self.viewport, Qt.DockWidgetArea.RightDockWidgetArea)
         self.audio_dock = self._dock("Audio", self.audio_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.training_dock = self._dock("Training", self.training_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.pose_dock, self.viewport_dock)
         self.tabifyDockWidget(self.pose_dock, self.audio_dock)
+        self.tabifyDockWidget(self.audio_dock, self.training_dock)
         self.pose_dock.raise_()
 
         self._build_status_bar()
@@ -72,6 +77,9 @@ class MainWindow(QMainWindow):
         self.tracking_panel.overlays_changed.connect(lambda lm, mesh: self.viewer.set_overlays(lm, mesh))
         self.audio_panel.run_requested.connect(self.audio_features)
         self.audio_panel.cancel_requested.connect(self.cancel_job)
+        self.training_panel.run_requested.connect(self.train_avatar)
+        self.training_panel.cancel_requested.connect(self.cancel_job)
+        self.training_panel.trained.connect(self._avatar_trained)
 
         self.resize(1280, 800)
         if geometry := self.settings.value("window/geometry"):
@@ -133,6 +141,9 @@ class MainWindow(QMainWindow):
         self._action("&Train Audio Encoder", lambda: self._audio_from_menu("ave+whisper"), None, audio)
         self._action("&Extract Audio Features", lambda: self._audio_from_menu("whisper"), None, audio)
 
+        avatar = self.menuBar().addMenu("A&vatar")
+        self._action("&Train Avatar", lambda: self.train_avatar(), None, avatar)
+
         view = self.menuBar().addMenu("&View")
         for box, key in ((self.tracking_panel.landmarks_box, "Shift+L"), (self.tracking_panel.mesh_box, "Shift+M")):
             action = QAction(box.text(), self, checkable=True, shortcut=QKeySequence(key))
@@ -144,7 +155,7 @@ class MainWindow(QMainWindow):
         self._action("Reset Viewport Camera", self.viewport.view.reset_view, None, view)
         view.addSeparator()
         for dock in (self.project_dock, self.tracking_dock, self.timeline_dock, self.pose_dock, self.viewport_dock,
-                     self.audio_dock):
+                     self.audio_dock, self.training_dock):
             view.addAction(dock.toggleViewAction())
 
     def _build_status_bar(self) -> None:
@@ -292,7 +303,7 @@ class MainWindow(QMainWindow):
         config = config or panel.config()
         name = "Train audio encoder" if config.encoder in TRAINED else "Extract audio features"
         worker = self.run_job(AudioFeaturesJob(self.state.project, config, name),
-                              on_finished=panel.on_finished, on_errored=self._audio_failed,
+                              on_finished=self._audio_finished, on_errored=self._audio_failed,
                               on_metrics=panel.on_metrics)
         if worker is not None:
             panel.clear()
@@ -303,6 +314,10 @@ class MainWindow(QMainWindow):
             self.audio_dock.raise_()
         return worker
 
+    def _audio_finished(self, features: AudioFeatures) -> None:
+        self.audio_panel.on_finished(features)
+        self.training_panel.refresh()  # the avatar can be trained now
+
     def _audio_from_menu(self, encoder: str) -> None:
         self.audio_panel.set_encoder(encoder)
         self.audio_features()
@@ -310,6 +325,42 @@ class MainWindow(QMainWindow):
     def _audio_failed(self, name: str, error: Exception) -> None:
         self.audio_panel.on_failed(f"{name} failed.")
         self._job_failed(name, error)
+
+    def train_avatar(self, config: TrainConfig | None = None) -> JobWorker | None:
+        """Train the project's avatar (``config`` defaults to the Training panel's preset), curves and preview live
+        in the Training dock. Asked while a cancelled run still writes its checkpoint, it starts once that is
+        written, so it resumes from it."""
+        pr, panel = self.state.project, self.training_panel
+        worker = None
+        if pr is None or self.state.tracking is None or "audio" not in pr.stages:
+            self.show_error("Track the face and make its audio features first: the avatar learns from both.")
+        elif self.job is not None and self.job.token.cancelled and isinstance(self.job.job, TrainAvatarJob):
+            panel.set_waiting()
+            self.job.done.connect(lambda: self.isVisible() and self.train_avatar(config),
+                                  Qt.ConnectionType.QueuedConnection)
+            return None
+        else:
+            config = config or panel.config()
+            worker = self.run_job(TrainAvatarJob(pr, config), on_finished=panel.on_finished,
+                                  on_errored=self._training_failed, on_metrics=panel.on_metrics)
+        if worker is not None:
+            panel.attach(worker)
+            self.training_dock.show()
+            self.training_dock.raise_()
+        elif panel.waiting:
+            panel.on_failed("Training did not start.")
+        return worker
+
+    def _training_failed(self, name: str, error: Exception) -> None:
+        self.training_panel.on_failed(f"{name} failed.")
+        self._job_failed(name, error)
+
+    def _avatar_trained(self) -> None:
+        """Show the new avatar in the Viewport and play the footage from the playhead: the avatar speaks."""
+        self.viewport.load_avatar(show=True)
+        self.viewport_dock.show()
+        self.viewport_dock.raise_()
+        self.playback.play()
 
     def relink_footage(self, path: str | Path) -> bool:
         pr = self.state.project
@@ -420,6 +471,7 @@ class MainWindow(QMainWindow):
         self.cancel_job()
         self.playback.stop()
         self.fetcher.close()
+        self.viewport.shutdown()
         if self.state.project is not None:
             self.save_project()
         self.settings.setValue("window/geometry", self.saveGeometry())

@@ -1,5 +1,5 @@
 """The one bridge from core jobs to Qt: run a job on the thread pool, deliver progress, training metrics,
-result, error and cancellation back on the UI thread as signals. The UI thread never waits on a job."""
+preview images, result, error and cancellation back on the UI thread as signals. The UI thread never waits on a job."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class JobWorker(QObject):
 
     progress = Signal(float, str)   # fraction 0..1, message
     metrics = Signal(object)        # dict[str, float] of one Progress that carried metrics; never throttled
+    image = Signal(object)          # uint8 [H,W,3] preview of one Progress that carried an image; never throttled
     finished = Signal(object)       # the job's result
     errored = Signal(object)        # the exception (with .traceback_text for unexpected ones)
     cancelled = Signal()
@@ -41,6 +42,8 @@ class JobWorker(QObject):
     def _report(self, p: Progress) -> None:
         if p.metrics is not None:  # every point of a training curve arrives, whatever the bar's throttle
             self.metrics.emit(dict(p.metrics))
+        if p.image is not None:
+            self.image.emit(p.image)
         now = time.monotonic()
         if p.fraction >= 1.0 or now - self._last_emit >= self._MIN_INTERVAL:
             self._last_emit = now
@@ -65,6 +68,7 @@ def start_job(
     *,
     on_progress: Callable[[float, str], None] | None = None,
     on_metrics: Callable[[dict[str, float]], None] | None = None,
+    on_image: Callable[[Any], None] | None = None,
     on_finished: Callable[[Any], None] | None = None,
     on_errored: Callable[[Exception], None] | None = None,
     on_cancelled: Callable[[], None] | None = None,
@@ -73,8 +77,9 @@ def start_job(
     """Start ``job`` on a pool thread and wire its signals to the given callbacks (UI thread)."""
     worker = JobWorker(job)
     queued = Qt.ConnectionType.QueuedConnection  # plain callables too run on the UI thread, never the pool's
-    for signal, slot in ((worker.progress, on_progress), (worker.metrics, on_metrics), (worker.finished, on_finished),
-                         (worker.errored, on_errored), (worker.cancelled, on_cancelled)):
+    for signal, slot in ((worker.progress, on_progress), (worker.metrics, on_metrics), (worker.image, on_image),
+                         (worker.finished, on_finished), (worker.errored, on_errored),
+                         (worker.cancelled, on_cancelled)):
         if slot is not None:
             signal.connect(slot, queued)
     JobWorker._live.add(worker)

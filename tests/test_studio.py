@@ -38,7 +38,7 @@ def test_window_opens_with_docks_and_menus(window):
     assert window.windowTitle() == "Avatar Studio"
     assert window.project_dock.isVisible() and window.timeline_dock.isVisible() and window.viewer.isVisible()
     menus = [a.text() for a in window.menuBar().actions()]
-    assert menus == ["&File", "&Playback", "&Tracking", "&Audio", "&View"]
+    assert menus == ["&File", "&Playback", "&Tracking", "&Audio", "A&vatar", "&View"]
     assert window.project_panel.text("Project").startswith("No project")
 
 

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
 
 from core.audio.features import TRAINED, AudioConfig, AudioFeatures
 from core.audio.train_ave import AveTrainConfig
+from studio.plots import MetricCurves, training_graphics, training_plot
 from studio.state import StudioState
 
 ENCODERS = {"ave+whisper": "AVE trained on this footage + Whisper", "ave": "AVE trained on this footage",
@@ -23,18 +24,6 @@ ENCODER_NAMES = {"ave": "AVE", "synctalk": "SyncTalk AVE", "whisper-tiny.en": "W
 LOSS_CURVES = {"loss": ("total", (235, 235, 240)), "sync_loss": ("sync", (90, 170, 240)),
                "mouth_loss": ("mouth", (255, 170, 60))}
 SCORE_CURVES = {"sync_score": ("sync score", (90, 170, 240)), "mouth_r": ("mouth r", (255, 170, 60))}
-
-
-def _plot(graphics: pg.GraphicsLayoutWidget, row: int, label: str) -> pg.PlotItem:
-    plot = graphics.addPlot(row=row, col=0)
-    plot.setLabel("left", label)
-    plot.setMenuEnabled(False)
-    plot.hideButtons()
-    plot.showGrid(x=True, y=True, alpha=0.15)
-    plot.getAxis("left").setWidth(48)
-    plot.getAxis("left").enableAutoSIPrefix(False)
-    plot.addLegend(offset=(-10, 5), labelTextColor=(220, 220, 225), brush=(24, 24, 28, 200))  # curves stay legible
-    return plot
 
 
 def report_text(features: AudioFeatures, seconds: float) -> str:
@@ -84,19 +73,17 @@ class AudioPanel(QWidget):
         self.summary = QLabel()
         self.summary.setWordWrap(True)
 
-        self.graphics = pg.GraphicsLayoutWidget()
-        self.graphics.setBackground((24, 24, 28))
-        self.loss_plot = _plot(self.graphics, 0, "training loss")
-        self.score_plot = _plot(self.graphics, 1, "held-out")
+        self.graphics = training_graphics()
+        self.loss_plot = training_plot(self.graphics, 0, "training loss")
+        self.score_plot = training_plot(self.graphics, 1, "held-out")
         self.score_plot.setLabel("bottom", "step")
         self.score_plot.setXLink(self.loss_plot)
-        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.curves = MetricCurves()
         for key, (name, color) in LOSS_CURVES.items():
-            self.curves[key] = self.loss_plot.plot(pen=pg.mkPen(color, width=1.5), name=name)
+            self.curves.add(key, self.loss_plot.plot(pen=pg.mkPen(color, width=1.5), name=name))
         for key, (name, color) in SCORE_CURVES.items():
-            self.curves[key] = self.score_plot.plot(pen=pg.mkPen(color, width=2), name=name, symbol="o",
-                                                    symbolSize=6, symbolBrush=color, symbolPen=None)
-        self.points: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in self.curves}
+            self.curves.add(key, self.score_plot.plot(pen=pg.mkPen(color, width=2), name=name, symbol="o",
+                                                      symbolSize=6, symbolBrush=color, symbolPen=None))
 
         self.form = QFormLayout()
         self.form.addRow("Encoder:", self.encoder_box)
@@ -149,15 +136,7 @@ class AudioPanel(QWidget):
 
     def on_metrics(self, metrics: dict) -> None:
         """One training step's numbers: every curve that has a finite value at this step gets a point."""
-        step = metrics.get("step")
-        if step is None:
-            return
-        for key, (xs, ys) in self.points.items():
-            value = metrics.get(key)
-            if value is not None and math.isfinite(value):
-                xs.append(float(step))
-                ys.append(float(value))
-                self.curves[key].setData(xs, ys)
+        self.curves.append(metrics)
 
     def on_finished(self, features: AudioFeatures) -> None:
         self.set_running(False)
@@ -166,7 +145,7 @@ class AudioPanel(QWidget):
 
     def on_cancelled(self) -> None:
         self.set_running(False)
-        steps = self.points["loss"][0]
+        steps = self.curves.points["loss"][0]
         self.message.setText(f"Cancelled at step {int(steps[-1])}: training again with the same settings resumes "
                              "there." if steps else "Cancelled.")
 
@@ -175,10 +154,7 @@ class AudioPanel(QWidget):
         self.message.setText(message)
 
     def clear(self) -> None:
-        for key, (xs, ys) in self.points.items():
-            xs.clear()
-            ys.clear()
-            self.curves[key].setData([], [])
+        self.curves.clear()
         self.progress.setValue(0)
         self.message.clear()
         self.summary.clear()

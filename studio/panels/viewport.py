@@ -1,16 +1,33 @@
-"""Viewport panel: the live splat view with its toolbar (file, Reset view, frames/s)."""
+"""Viewport panel: the live splat view with its toolbar (what it shows, Reset view, frames/s).
+
+It shows a splats file (.ply) or, once the project has a trained avatar, the avatar's Gaussians at the playhead,
+driven by the footage's own audio features and tracked expression: playing the footage makes the avatar speak.
+The Gaussians are computed on a fetcher thread, the newest frame winning, so playback never waits on them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+import numpy as np
+import torch
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from core.audio.features import load_features
+from core.avatar.drive import Driver
+from core.avatar.train import AVATAR_FILE
 from core.jobs import CancelToken, Progress, ProgressFn
+from core.project import Project
 from core.render.ply import read_ply
 from core.render.splats import Splats
+from studio.frames import FrameFetcher
+from studio.state import StudioState
 from studio.viewport.widget import SplatViewport
+
+FILE, AVATAR = "file", "avatar"  # what the viewport shows
+NO_FILE = "No splats: File ▸ Open… a .ply"
 
 
 @dataclass
@@ -27,17 +44,51 @@ class LoadSplatsJob:
         return self.path, splats
 
 
+def gaussians_to_splats(gaussians: dict[str, torch.Tensor]) -> Splats:
+    """The rasterizer's activated Gaussians (an AvatarModel's output) in the raw form the GL viewport draws."""
+    return Splats(means=gaussians["means"].numpy(), quats=gaussians["quats"].numpy(),
+                  log_scales=torch.log(gaussians["scales"]).numpy(),
+                  opacity_logits=torch.logit(gaussians["opacities"], eps=1e-6).numpy(),
+                  sh=gaussians["colors"].numpy())
+
+
+class AvatarFrames:
+    """Frame index -> the trained avatar's Splats at that frame, driven by the footage's own audio window and
+    expression. Called on the fetcher's thread only, where it also loads the avatar on first use."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._driver: Driver | None = None
+        self._features: np.ndarray | None = None   # float32 [T,D] the footage's audio features
+
+    def __call__(self, index: int) -> Splats:
+        if self._driver is None:
+            self._driver = Driver.load(self.project)
+            self._features = np.ascontiguousarray(load_features(self.project).features, np.float32)
+        driver = self._driver
+        i = min(max(index, 0), len(driver.expr) - 1)
+        with torch.inference_mode():
+            gaussians = driver.model(torch.from_numpy(driver.audio_window(self._features, i)),
+                                     torch.from_numpy(driver.expr[i]))
+            return gaussians_to_splats(gaussians)
+
+
 class ViewportPanel(QWidget):
-    def __init__(self):
+    def __init__(self, state: StudioState):
         super().__init__()
+        self.state = state
         self.view = SplatViewport()
-        self.file_label = QLabel("No splats: File ▸ Open… a .ply")
+        self.mode_box = QComboBox()
+        self.mode_box.addItem("Splats file", FILE)
+        self.mode_box.addItem("Avatar", AVATAR)
+        self.file_label = QLabel(NO_FILE)
         self.fps_label = QLabel("")
         self.fps_label.setObjectName("timecode")
         reset = QPushButton("Reset View")
         reset.setToolTip("Back to the source camera (F in the view)")
         reset.clicked.connect(self.view.reset_view)
         bar = QHBoxLayout()
+        bar.addWidget(self.mode_box)
         bar.addWidget(self.file_label, 1)
         bar.addWidget(self.fps_label)
         bar.addWidget(reset)
@@ -47,7 +98,81 @@ class ViewportPanel(QWidget):
         layout.addWidget(self.view, 1)
         self.view.fps_changed.connect(lambda fps: self.fps_label.setText(f"{fps:5.1f} fps"))
 
+        self.file_splats: tuple[Path, Splats] | None = None  # the last .ply opened
+        self.avatar_frame: int | None = None                 # the frame whose avatar is on screen
+        self.avatar_frames = FrameFetcher()
+        self.avatar_frames.connect_ready(self._avatar_ready)
+        self.avatar_frames.failed.connect(self._avatar_failed, Qt.ConnectionType.QueuedConnection)
+        self.mode_box.currentIndexChanged.connect(self._mode_changed)
+        state.project_changed.connect(self.load_avatar)
+        state.frame_changed.connect(self._frame_changed)
+        self.load_avatar()
+
+    def mode(self) -> str:
+        return self.mode_box.currentData()
+
+    def has_avatar(self) -> bool:
+        return self.mode_box.model().item(self.mode_box.findData(AVATAR)).isEnabled()
+
     def show_splats(self, path: Path, splats: Splats) -> None:
-        self.file_label.setText(f"{path.name}: {len(splats):,} splats, SH degree {splats.sh_degree}")
-        self.file_label.setToolTip(str(path))
+        """Show an opened splats file."""
+        self.file_splats = (path, splats)
+        self._set_mode(FILE)
+
+    def load_avatar(self, show: bool = False) -> None:
+        """(Re)read the project's trained avatar: the Avatar mode is offered when there is one, and chosen when
+        ``show`` or no splats file is open; called on project open and after training."""
+        pr = self.state.project
+        exists = pr is not None and pr.path(AVATAR_FILE).is_file()
+        self.avatar_frames.set_source(AvatarFrames(pr) if exists else None)
+        self.mode_box.model().item(self.mode_box.findData(AVATAR)).setEnabled(exists)
+        self.mode_box.setItemData(self.mode_box.findData(AVATAR), None if exists else
+                                  "Train the avatar first (Avatar ▸ Train Avatar)", Qt.ItemDataRole.ToolTipRole)
+        if exists and (show or self.mode() == AVATAR or self.file_splats is None):
+            self._set_mode(AVATAR)
+        elif not exists and self.mode() == AVATAR:
+            self._set_mode(FILE)
+
+    def shutdown(self) -> None:
+        self.avatar_frames.close()
+
+    # --- view ------------------------------------------------------------------------------------------
+    def _set_mode(self, mode: str) -> None:
+        if self.mode() == mode:
+            self._mode_changed()
+        else:
+            self.mode_box.setCurrentIndex(self.mode_box.findData(mode))  # -> _mode_changed
+
+    def _mode_changed(self) -> None:
+        self.avatar_frame = None
+        if self.mode() == AVATAR:
+            self.view.set_splats(None)
+            self.file_label.setText("Avatar: computing…")
+            self.file_label.setToolTip("")
+            self.avatar_frames.request(self.state.frame)
+            return
+        path, splats = self.file_splats or (None, None)
         self.view.set_splats(splats)
+        self.file_label.setText(f"{path.name}: {len(splats):,} splats, SH degree {splats.sh_degree}" if path
+                                else NO_FILE)
+        self.file_label.setToolTip(str(path) if path else "")
+
+    def _frame_changed(self, index: int) -> None:
+        if self.mode() == AVATAR and self.isVisible():  # hidden (a tab behind): computed when shown
+            self.avatar_frames.request(index)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if self.mode() == AVATAR and self.avatar_frame != self.state.frame:
+            self.avatar_frames.request(self.state.frame)
+
+    def _avatar_ready(self, index: int, splats: Splats) -> None:
+        if self.mode() != AVATAR:
+            return
+        self.view.set_splats(splats, keep_view=self.avatar_frame is not None)  # framed on the first frame only
+        self.avatar_frame = index
+        self.file_label.setText(f"Avatar: frame {index}, {len(splats):,} Gaussians")
+
+    def _avatar_failed(self, _index: int, message: str) -> None:
+        if self.mode() == AVATAR:
+            self.file_label.setText(f"Avatar: {message}")

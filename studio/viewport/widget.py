@@ -55,12 +55,14 @@ class SplatViewport(QOpenGLWidget):
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
 
     # --- scene ------------------------------------------------------------------------------------
-    def set_splats(self, splats: Splats, source: Orbit | None = None) -> None:
-        """Show ``splats``; ``source`` is the camera Reset returns to (default: a framing of the splats)."""
+    def set_splats(self, splats: Splats | None, source: Orbit | None = None, keep_view: bool = False) -> None:
+        """Show ``splats`` (None: nothing); ``source`` is the camera Reset returns to (default: a framing of the
+        splats). ``keep_view`` leaves both cameras as they are: the next frame of an animated scene."""
         self.splats = splats
         self._pending = splats
-        self.source = source or framing(splats)
-        self.orbit = self.source
+        if splats is not None and not keep_view:
+            self.source = source or framing(splats)
+            self.orbit = self.source
         self.update()
 
     def reset_view(self) -> None:

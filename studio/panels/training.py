@@ -1,0 +1,321 @@
+"""Training panel: train the project's avatar from a preset, with live loss and PSNR curves, the latest preview
+(render beside the real crop), step, stage, Gaussians and ETA, Pause/Continue and Cancel. The panel asks; the
+main window runs the job (``TrainAvatarJob``) and hands the panel its worker.
+
+Cancel returns the panel to idle at once: the job stops after its current step and keeps a checkpoint that the
+next run resumes from (the main window starts that run once the checkpoint is written)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy,
+                               QVBoxLayout, QWidget)
+
+from core.avatar.train import AVATAR_FILE, CHECKPOINT_FILE, PRESETS, TrainConfig, TrainResult, preset
+from studio.plots import MetricCurves, training_graphics, training_plot
+from studio.state import StudioState
+from studio.workers import JobWorker
+
+DEFAULT_PRESET = "cpu-draft"
+LOSS_COLOR, PSNR_COLOR = (235, 235, 240), (90, 170, 240)
+
+
+def preset_text(name: str, config: TrainConfig) -> str:
+    """The preset's name with what it costs, for the preset box."""
+    return (f"{name} ({config.crop_size}² crops, up to {config.max_gaussians:,} Gaussians, {config.steps:,} steps, "
+            f"{config.backend.upper()})")
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA —"
+    s = int(round(seconds))
+    return f"ETA {s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"ETA {s // 60}:{s % 60:02d}"
+
+
+class Eta:
+    """Time left: the wall time since the run's first report over the fraction done since then, times the
+    fraction left; paused time does not count. None until ``min_seconds`` have passed with some progress."""
+
+    def __init__(self, min_seconds: float = 3.0):
+        self.min_seconds = min_seconds
+        self.start: tuple[float, float] | None = None   # (time, fraction) of the first report
+        self.paused_at: float | None = None
+
+    def update(self, fraction: float, now: float) -> float | None:
+        if self.start is None:
+            self.start = (now, fraction)
+            return None
+        t0, f0 = self.start
+        if now - t0 < self.min_seconds or fraction <= f0:
+            return None
+        return (now - t0) / (fraction - f0) * max(1.0 - fraction, 0.0)
+
+    def pause(self, now: float) -> None:
+        self.paused_at = now
+
+    def resume(self, now: float) -> None:
+        if self.paused_at is not None and self.start is not None:
+            self.start = (self.start[0] + now - self.paused_at, self.start[1])
+        self.paused_at = None
+
+
+class PreviewLabel(QLabel):
+    """The latest preview image, scaled to the label with its aspect kept (never sizing the layout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image: QImage | None = None
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setMinimumSize(160, 80)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+        self.setStyleSheet("background: rgb(24, 24, 28); color: rgb(140, 140, 150);")
+        self.clear_image()
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        """Show uint8 [H,W,3] RGB."""
+        rgb = np.ascontiguousarray(rgb)
+        h, w, _ = rgb.shape
+        self.image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()  # owns its pixels
+        self._rescale()
+
+    def clear_image(self) -> None:
+        self.image = None
+        self.setText("The preview appears as training runs: the render beside the real face")
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._rescale()
+
+    def _rescale(self) -> None:
+        if self.image is not None:
+            self.setPixmap(QPixmap.fromImage(self.image).scaled(
+                self.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
+
+
+class TrainingPanel(QWidget):
+    run_requested = Signal(object)  # TrainConfig
+    cancel_requested = Signal()
+    trained = Signal()              # a run finished: the project's avatar is there
+
+    def __init__(self, state: StudioState):
+        super().__init__()
+        self.state = state
+        self.preset_box = QComboBox()
+        cuda = torch.cuda.is_available()
+        for name, config in PRESETS.items():
+            self.preset_box.addItem(preset_text(name, config), name)
+            if config.backend == "cuda" and not cuda:
+                i = self.preset_box.count() - 1
+                self.preset_box.model().item(i).setEnabled(False)
+                self.preset_box.setItemData(i, "Needs an NVIDIA GPU with CUDA, which this machine lacks",
+                                            Qt.ItemDataRole.ToolTipRole)
+        self.set_preset(DEFAULT_PRESET)
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(lambda: self.run_requested.emit(self.config()))
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Hold training between steps; nothing is lost")
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop; the checkpoint is kept and training again resumes from it")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.hint = QLabel("Track the face and make its audio features (Audio panel) first.")
+        self.hint.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QLabel()
+        self.status.setObjectName("timecode")
+        self.preview = PreviewLabel()
+        self.preview.setToolTip("The avatar's render of the last held-out frame (left) beside the real face (right)")
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+
+        self.graphics = training_graphics()
+        self.loss_plot = training_plot(self.graphics, 0, "loss")
+        self.psnr_plot = training_plot(self.graphics, 1, "PSNR (dB)")
+        self.psnr_plot.setLabel("bottom", "step")
+        self.psnr_plot.setXLink(self.loss_plot)
+        self.curves = MetricCurves()
+        self.curves.add("loss", self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOR, width=1.5), name="L1 + D-SSIM"))
+        self.curves.add("psnr", self.psnr_plot.plot(pen=pg.mkPen(PSNR_COLOR, width=1.5), name="face PSNR"))
+
+        form = QFormLayout()
+        form.addRow("Preset:", self.preset_box)
+        buttons = QHBoxLayout()
+        for button in (self.train_button, self.pause_button, self.cancel_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.preview, 2)
+        layout.addWidget(self.graphics, 3)
+        layout.addWidget(self.summary)
+
+        self.worker: JobWorker | None = None   # the run this panel shows
+        self.running = False                   # a run is under way (not cancelled)
+        self.waiting = False                   # a run waits for a cancelled one to write its checkpoint
+        self.metrics: dict | None = None       # the latest curve point
+        self.message = ""                      # the job's latest progress message
+        self.eta = Eta()
+        self.eta_seconds: float | None = None
+        self.images = 0                        # previews received this run
+        self.started = time.monotonic()
+        state.project_changed.connect(self.clear)
+        state.tracking_changed.connect(self.refresh)
+        self.clear()
+
+    def config(self) -> TrainConfig:
+        return preset(self.preset_box.currentData())
+
+    def set_preset(self, name: str) -> None:
+        self.preset_box.setCurrentIndex(self.preset_box.findData(name))
+
+    @property
+    def paused(self) -> bool:
+        return self.worker is not None and self.worker.job.pause.is_set()
+
+    # --- a run -----------------------------------------------------------------------------------------
+    def attach(self, worker: JobWorker) -> None:
+        """Show the run of ``worker`` (a TrainAvatarJob's, started by the main window)."""
+        queued = Qt.ConnectionType.QueuedConnection
+        worker.progress.connect(self.on_progress, queued)
+        worker.image.connect(self.on_image, queued)
+        worker.cancelled.connect(self.on_cancelled, queued)
+        self.worker, self.running, self.waiting = worker, True, False
+        self.clear()
+        self.started = time.monotonic()
+        self.message = "Starting…"
+        self._show_status()
+        self.refresh()
+
+    def set_waiting(self) -> None:
+        """A run was asked for while the cancelled one still writes its checkpoint: it starts when that is done."""
+        self.waiting = True
+        self.status.setText("Waiting for the cancelled run to save its checkpoint…")
+        self.refresh()
+
+    def toggle_pause(self) -> None:
+        """Pause or continue the run: the job holds between steps while its pause event is set."""
+        if self.worker is None or not self.running:
+            return
+        pause, now = self.worker.job.pause, time.monotonic()
+        if pause.is_set():
+            pause.clear()
+            self.eta.resume(now)
+        else:
+            pause.set()
+            self.eta.pause(now)
+        self._show_status()
+        self.refresh()
+
+    def cancel(self) -> None:
+        """Stop the run: the panel is idle at once, the job ends after its current step and keeps a checkpoint."""
+        if not self.running:
+            return
+        self.cancel_requested.emit()
+        self.running = False
+        self._show_status("cancelling…")
+        self.refresh()
+
+    # --- slots for the running job -----------------------------------------------------------------
+    def on_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(fraction * 1000))
+        self.message = message or self.message
+        if self.running and not self.paused:
+            self.eta_seconds = self.eta.update(fraction, time.monotonic())
+            self._show_status()
+
+    def on_metrics(self, metrics: dict) -> None:
+        """One curve point: loss and PSNR get a point; the status line its step, stage and Gaussians."""
+        self.curves.append(metrics)
+        self.metrics = metrics
+        if self.running:
+            self._show_status()
+
+    def on_image(self, rgb: np.ndarray) -> None:
+        self.images += 1
+        self.preview.set_image(rgb)
+
+    def on_finished(self, result: TrainResult) -> None:
+        self.running = False
+        self._show_status("done")
+        psnr = self.curves.points["psnr"][1]
+        last = f", face PSNR {psnr[-1]:.1f} dB" if psnr else ""
+        self.summary.setText(f"Avatar: {result.steps:,} steps, {result.gaussians:,} Gaussians{last}. "
+                             f"Took {time.monotonic() - self.started:.0f} s.")
+        self.refresh()
+        self.trained.emit()
+
+    def on_cancelled(self) -> None:
+        """The cancelled run has ended and written its checkpoint."""
+        if self.waiting or self.running:
+            return  # a newer run is already asked for
+        step = int(self.metrics["step"]) if self.metrics else None
+        self.summary.setText(f"Cancelled at step {step}: training again with this preset resumes there."
+                             if step else "Cancelled.")
+        self._show_status("cancelled")
+        self.refresh()
+
+    def on_failed(self, message: str) -> None:
+        self.running = self.waiting = False
+        self._show_status("failed")
+        self.summary.setText(message)
+        self.refresh()
+
+    def clear(self) -> None:
+        """Forget the last run's curves, preview and numbers."""
+        self.curves.clear()
+        self.preview.clear_image()
+        self.progress.setValue(0)
+        self.metrics, self.message, self.eta, self.eta_seconds, self.images = None, "", Eta(), None, 0
+        self.status.clear()
+        self.summary.clear()
+        self.refresh()
+
+    # --- view ------------------------------------------------------------------------------------------
+    def _show_status(self, tail: str | None = None) -> None:
+        """Step/total, stage and Gaussians of the latest curve point (the job's message before the first), then
+        ``tail`` or, while running, "paused" or the ETA."""
+        m = self.metrics
+        if m:
+            parts = [f"Step {int(m['step']):,}/{self.worker.job.config.steps:,}", f"stage {int(m['stage'])}/2",
+                     f"{int(m['gaussians']):,} Gaussians"]
+        else:
+            parts = [self.message] if self.message else []
+        parts.append(tail or ("paused" if self.paused else format_eta(self.eta_seconds)))
+        self.status.setText(" · ".join(parts))
+
+    def _resumable(self) -> bool:
+        """Whether the project holds an unfinished run's checkpoint (newer than the avatar, if any)."""
+        pr = self.state.project
+        if pr is None or not pr.path(CHECKPOINT_FILE).is_file():
+            return False
+        avatar = pr.path(AVATAR_FILE)
+        return not avatar.is_file() or pr.path(CHECKPOINT_FILE).stat().st_mtime > avatar.stat().st_mtime
+
+    def refresh(self) -> None:
+        """Enable what can be done now; called on changes of the project, its tracking and audio, and the run."""
+        pr = self.state.project
+        ready = pr is not None and self.state.tracking is not None and "audio" in pr.stages
+        self.hint.setVisible(pr is not None and not ready)
+        busy = self.running or self.waiting
+        self.preset_box.setEnabled(not busy)
+        self.train_button.setEnabled(ready and not busy)
+        resumable = not busy and self._resumable()
+        self.train_button.setText("Resume" if resumable else "Train")
+        self.train_button.setToolTip("Continue the unfinished run from its checkpoint (with another preset, start "
+                                     "over)" if resumable else "Train the avatar with this preset")
+        self.pause_button.setEnabled(self.running)
+        self.pause_button.setText("Continue" if self.running and self.paused else "Pause")
+        self.cancel_button.setEnabled(self.running)
+        self.progress.setVisible(busy)
