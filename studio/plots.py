@@ -10,10 +10,14 @@ import pyqtgraph as pg
 BACKGROUND = (24, 24, 28)
 
 
-def training_graphics() -> pg.GraphicsLayoutWidget:
+def training_graphics(top: str, bottom: str) -> tuple[pg.GraphicsLayoutWidget, pg.PlotItem, pg.PlotItem]:
+    """Two plots, one above the other, labelled ``top`` and ``bottom``, sharing the step axis."""
     graphics = pg.GraphicsLayoutWidget()
     graphics.setBackground(BACKGROUND)
-    return graphics
+    upper, lower = training_plot(graphics, 0, top), training_plot(graphics, 1, bottom)
+    lower.setLabel("bottom", "step")
+    lower.setXLink(upper)
+    return graphics, upper, lower
 
 
 def training_plot(graphics: pg.GraphicsLayoutWidget, row: int, label: str) -> pg.PlotItem:

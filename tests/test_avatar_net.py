@@ -207,3 +207,54 @@ def test_forward_backward_time():
     wall.sort()
     print(f"\navatar nets forward+backward, N=20000, 2 threads: {1000 * wall[0]:.0f} ms best, "
           f"{1000 * wall[3]:.0f} ms median of 7 (CPU time {1000 * sorted(cpu)[3]:.0f} ms across threads)")
+
+
+def test_quat_multiply_composes_rotations():
+    from core.avatar.model import quat_multiply
+    from core.render.cpu import quat_to_rotmat
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.nn.functional.normalize(torch.randn(2, 50, 4, generator=g, dtype=torch.float64), dim=-1)
+    assert torch.allclose(quat_to_rotmat(quat_multiply(a, b)), quat_to_rotmat(a) @ quat_to_rotmat(b), atol=1e-12)
+
+
+def test_untrained_avatar_is_its_canonical_head_and_reads_audio_standardised():
+    """Zero-initialised offset layers: a fresh model driven by any audio and expression draws exactly its
+    canonical Gaussians; the lip feature reads the features through the stored training statistics."""
+    from core.avatar.model import AvatarModel
+    from core.render.splats import Splats
+
+    splats = Splats.random(300, seed=1)
+    model = AvatarModel(splats, nose_y=0.0, audio_dim=16)
+    audio, expr = torch.randn(model.audio_frames, 16), torch.rand(len(EXPRESSION_BLENDSHAPES))
+    driven, canonical = model(audio, expr), model()
+    for key in canonical:
+        assert torch.allclose(driven[key], canonical[key], atol=1e-6), key
+    assert torch.allclose(canonical["means"], torch.from_numpy(splats.means))
+    model.readout.normal_()
+    lip = model.lip(audio)
+    model.audio_mean.fill_(1.0)
+    model.audio_std.fill_(2.0)
+    assert torch.allclose(model.lip(2 * audio + 1), lip, atol=1e-6)
+
+
+def test_mouth_readout_is_a_ridge_fit_in_context():
+    """The fitted readout reproduces the training frames' mouths from their features (a generous ridge on
+    few dimensions is close to least squares), frame by frame in the window, each from frames j-2..j+2."""
+    import numpy as np
+
+    from core.audio.mouth import MOUTH_DIM
+    from core.avatar.model import AvatarConfig, AvatarModel
+
+    rng = np.random.default_rng(0)
+    t, d = 400, 6
+    features = rng.normal(size=(t, d)).astype(np.float32)
+    weights = rng.normal(size=(5 * d, MOUTH_DIM))
+    ctx = np.clip(np.arange(t)[:, None] + np.arange(-2, 3), 0, t - 1)
+    mouth = (((features[ctx] - features.mean(0)) / features.std(0)).reshape(t, -1) @ weights).astype(np.float32)
+    model = AvatarModel.empty(10, d, AvatarConfig(readout_ridge=1e-3))
+    model.fit_readout(features, mouth, np.arange(t))
+    i = 200
+    est = model.mouth(torch.from_numpy(model.audio_window(features, i))).numpy()     # [8,81]
+    first = i - model.audio_frames // 2 + 2                                          # the window's first centre
+    assert np.allclose(est, mouth[first:first + 8], atol=1e-2 * np.abs(mouth).max())

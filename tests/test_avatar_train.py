@@ -156,3 +156,27 @@ def test_eval_scores_held_out_frames_and_writes_the_video(voiced_project, copy_p
     from PIL import Image
 
     Image.fromarray(frames[30]).save(artifacts_dir / "avatar_eval_tiny.png")
+
+
+def test_gpu_quality_path_runs_up_to_the_backend_call(voiced_project, copy_project, monkeypatch):
+    """The gpu-quality preset's path on this CPU machine: the job asks rasterize for the CUDA backend at the
+    preset's crop size; a stand-in renders on the CPU instead, so everything before and after is exercised."""
+    import core.avatar.train as train
+    from core.avatar.gaussians import InitConfig
+    from core.avatar.model import AvatarConfig
+
+    calls, cpu_rasterize = [], train.rasterize
+
+    def fake_rasterize(*args, backend, camera, **kwargs):
+        calls.append((backend, camera.width, camera.height))
+        return cpu_rasterize(*args, camera=camera, backend="cpu", **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(train, "rasterize", fake_rasterize)
+    config = replace(PRESETS["gpu-quality"], avatar=AvatarConfig(init=InitConfig(n_gaussians=500)),
+                     stage1_steps=2, stage2_steps=1, checkpoint_every=1)
+    project = Project.open(copy_project(voiced_project("may_13s.mp4")))
+    result = run_job(TrainAvatarJob(project, config))
+    assert result.steps == 3
+    assert calls[0] == ("cuda", 512, 512) and all(c == calls[0] for c in calls)
+    assert load_avatar(project.path(AVATAR_FILE))[1].backend == "cuda"

@@ -45,6 +45,9 @@ def lip_shape(landmarks: np.ndarray) -> np.ndarray:
     return (local / iod[:, None, None]).astype(np.float32)
 
 
+MOUTH_DIM = 81   # mouth_targets' width
+
+
 def mouth_targets(landmarks: np.ndarray) -> np.ndarray:
     """float32 [T,81]: what the reconstruction branch predicts, the opening first, then the lip shape."""
     return np.concatenate([mouth_opening(landmarks)[:, None], lip_shape(landmarks).reshape(len(landmarks), -1)], axis=1)

@@ -40,18 +40,9 @@ class Driver:
                    tracking["rot"], tracking["trans"],
                    (float(tracking["focal"]), float(tracking["cx"]), float(tracking["cy"])), expression(tracking))
 
-    @property
-    def window(self) -> int:
-        return self.model.config.audio_window
-
-    def audio_window(self, features: np.ndarray, i: int) -> np.ndarray:
-        """float32 [W,D]: the window of features [T,D] the avatar reads for frame i (the ends repeated)."""
-        idx = np.clip(np.arange(i - self.window // 2, i - self.window // 2 + self.window), 0, len(features) - 1)
-        return features[idx]
-
     def render(self, source: int, audio: np.ndarray, expr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rgb float32 [S,S,3], alpha float32 [S,S]) of the face crop of source frame ``source``, driven by the
-        audio window [W,D] and the expression [E]."""
+        audio window [F,D] (``model.audio_window``) and the expression [E]."""
         camera = self.crops.camera(source, self.rot[source], self.trans[source], *self.intrinsics)
         with torch.inference_mode():
             gaussians = self.model(torch.from_numpy(np.ascontiguousarray(audio, np.float32)),

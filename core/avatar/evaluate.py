@@ -44,7 +44,8 @@ class EvalJob:
                 cancel.check(self.name)
                 frame = reader.read(int(i))
                 real.append(frame)
-                outputs.append(driver.frame(frame, int(i), driver.audio_window(features, int(i)), driver.expr[i]))
+                audio = driver.model.audio_window(features, int(i))                   # [F,D]
+                outputs.append(driver.frame(frame, int(i), audio, driver.expr[i]))
                 progress(Progress(0.8 * (k + 1) / len(held), f"Rendering held-out frame {k + 1}/{len(held)}"))
         progress(Progress(0.8, "Tracking the renders"))
         scores = score(outputs, real, driver.landmarks[held], fps)

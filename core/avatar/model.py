@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.audio.mouth import MOUTH_DIM
 from core.avatar.deform import AttributeMLP, AudioProjection, DeformationField, DeformConfig
 from core.avatar.gaussians import InitConfig
 from core.avatar.triplane import Triplane, TriplaneConfig
@@ -29,7 +30,9 @@ class AvatarConfig:
     init: InitConfig = InitConfig()
     triplane: TriplaneConfig = TriplaneConfig()
     deform: DeformConfig = DeformConfig()
-    audio_window: int = 8        # frames of audio features one lip feature attends over (SyncTalk's 8)
+    audio_window: int = 8        # frames whose mouth estimates one lip feature attends over (SyncTalk's 8)
+    readout_context: int = 2     # the mouth readout of frame j reads the features of frames j-2 .. j+2
+    readout_ridge: float = 1000.0  # its ridge weight on standardised features (core.audio.train_ave.mouth_probe's)
 
 
 def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
@@ -60,10 +63,22 @@ class AvatarModel(nn.Module):
         self.opacity_logits = nn.Parameter(torch.from_numpy(splats.opacity_logits.copy()))  # [N]
         self.colors = nn.Parameter(torch.from_numpy(splats.sh[:, 0].copy()))             # [N,3] SH degree 0
         self.register_buffer("nose_y", torch.tensor(float(nose_y)))
+        # The audio features' per-channel statistics on the training frames: the lip feature reads them
+        # standardised, whatever the encoder's scale (AVE and Whisper channels differ by orders of magnitude).
+        self.register_buffer("audio_mean", torch.zeros(audio_dim))   # [D]
+        self.register_buffer("audio_std", torch.ones(audio_dim))     # [D]
+        # The mouth readout: a ridge regression from a frame's standardised features in context to its tracked
+        # mouth (z-scores), fitted in closed form on the training frames (fit_readout). A learnt projection
+        # of 896-d features fits 265 frames' mouths exactly and generalises poorly (held-out opening r 0.36
+        # against the readout's 0.58 on may_13s), so the learnt part starts from the mouth estimate.
+        self.register_buffer("readout", torch.zeros((2 * config.readout_context + 1) * audio_dim, MOUTH_DIM))
         self.triplane = Triplane(config.triplane)
         self.attributes = AttributeMLP(self.triplane.out_dim, config.deform)
-        self.audio = AudioProjection(audio_dim, config.deform)
+        self.audio = AudioProjection(MOUTH_DIM, config.deform)
         self.deform = DeformationField(self.triplane.out_dim, config.deform)
+        # Training reads the tracked mouth (opening and lip shape) back from the lip feature (Eq. 3's
+        # reconstruction, here on the avatar's own lip feature), so that feature carries mouth geometry.
+        self.lip_head = nn.Linear(config.deform.audio_dim, MOUTH_DIM)
 
     @classmethod
     def empty(cls, n: int, audio_dim: int, config: AvatarConfig = AvatarConfig()) -> "AvatarModel":
@@ -80,19 +95,58 @@ class AvatarModel(nn.Module):
         """bool [N]: the Gaussians below the nose tip."""
         return self.means.detach()[:, 1] > self.nose_y
 
-    def forward(self, audio: Tensor | None = None, expr: Tensor | None = None) -> dict[str, Tensor]:
-        """``rasterize``'s Gaussians (means, quats, scales, opacities, colors as SH [N,1,3]) for one frame.
+    @property
+    def audio_frames(self) -> int:
+        """How many frames of audio features drive one frame: the window plus the readout's context."""
+        return self.config.audio_window + 2 * self.config.readout_context
 
-        audio [W,D]: the frame's window of audio features, expr [E]: its expression blendshapes; both None
-        for the canonical head (training stage 1).
-        """
+    def audio_window(self, features: np.ndarray, i: int) -> np.ndarray:
+        """float32 [audio_frames, D]: the features [T,D] that drive frame i, centred on it (ends repeated)."""
+        first = i - self.audio_frames // 2
+        return features[np.clip(np.arange(first, first + self.audio_frames), 0, len(features) - 1)]
+
+    def mouth(self, audio: Tensor) -> Tensor:
+        """Mouth estimates [W,81] (z-scores) of the window's frames from its features [audio_frames, D]."""
+        x = (audio - self.audio_mean) / self.audio_std                               # [W+2c,D]
+        k = 2 * self.config.readout_context + 1
+        windows = x.unfold(0, k, 1).transpose(1, 2).reshape(-1, k * x.shape[1])       # [W,k*D]
+        return windows @ self.readout                                                  # [W,81]
+
+    def fit_readout(self, features: np.ndarray, mouth: np.ndarray, frames: np.ndarray) -> None:
+        """Set the audio statistics and the mouth readout from features [T,D] and standardised mouth targets
+        [T,81] on the given training frames (ridge in its dual form: frames << dimensions)."""
+        seen = features[frames]
+        self.audio_mean.copy_(torch.from_numpy(seen.mean(0)))
+        self.audio_std.copy_(torch.from_numpy(seen.std(0) + 1e-6))
+        c = self.config.readout_context
+        with torch.no_grad():
+            x = (torch.from_numpy(features) - self.audio_mean) / self.audio_std       # [T,D]
+            idx = torch.from_numpy(np.clip(frames[:, None] + np.arange(-c, c + 1), 0, len(features) - 1))
+            a = x[idx].reshape(len(frames), -1).double()                               # [N,k*D]
+            y = torch.from_numpy(mouth[frames]).double()                               # [N,81]
+            gram = a @ a.T + self.config.readout_ridge * torch.eye(len(frames), dtype=torch.float64)
+            self.readout.copy_((a.T @ torch.linalg.solve(gram, y - y.mean(0))).float())
+
+    def lip(self, audio: Tensor) -> Tensor:
+        """The lip feature [A] of a frame from its window of audio features [audio_frames, D]."""
+        return self.audio(self.mouth(audio)[None])[0]
+
+    def forward(self, audio: Tensor | None = None, expr: Tensor | None = None) -> dict[str, Tensor]:
+        """``rasterize``'s Gaussians for one frame driven by its window of audio features [W,D] and its expression
+        blendshapes [E]; both None for the canonical head (training stage 1)."""
+        if audio is None:
+            return self.gaussians()
+        if expr is None:
+            raise ValueError("the deformation needs the expression with the audio")
+        return self.gaussians(self.lip(audio), expr)
+
+    def gaussians(self, lip: Tensor | None = None, expr: Tensor | None = None) -> dict[str, Tensor]:
+        """The Gaussians (means, quats, scales, opacities, colors as SH [N,1,3]) deformed by the lip feature [A]
+        and the expression [E], or canonical when ``lip`` is None."""
         feats = self.triplane(self.means.detach())                                    # [N,F]
         d_color, d_opacity = self.attributes(feats)                                    # [N,3], [N]
         means, quats, log_scales = self.means, F.normalize(self.quats, dim=-1), self.log_scales
-        if audio is not None:
-            if expr is None:
-                raise ValueError("the deformation needs the expression with the audio")
-            lip = self.audio(audio[None])[0]                                           # [A]
+        if lip is not None:
             d = self.deform(feats, self.lower, lip, expr)
             means = means + d.means                                                    # [N,3]
             quats = quat_multiply(d.quats, quats)                                      # [N,4]

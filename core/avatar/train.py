@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.audio.features import load_features
+from core.audio.mouth import mouth_targets
 from core.audio.train_ave import training_frames
 from core.avatar.deform import EXPRESSION_BLENDSHAPES
 from core.avatar.gaussians import InitConfig, canonical_gaussians
@@ -40,9 +41,10 @@ from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.media import FrameReader
 from core.project import Project
-from core.render.api import rasterize
+from core.render.api import RenderOutput, rasterize
 from core.render.camera import Camera
 from core.render.cpu import quat_to_rotmat
+from core.tracking.regions import mouth_box
 from core.tracking.template import NOSE_TIP, canonical_mesh
 from core.tracking.track import load_tracking
 
@@ -62,6 +64,8 @@ class TrainConfig:
     stage1_steps: int = 1500
     stage2_steps: int = 1500
     dssim_weight: tuple[float, float] = (0.2, 0.4)   # per stage; L1 takes the rest
+    mouth_weight: float = 5.0          # extra L1 weight of the lips' box
+    lip_weight: float = 0.05           # stage 2: the lip feature must predict the tracked mouth (MSE, z-scores)
     lr_means: float = 2e-3             # cm per step, decayed to 1% by the end (3DGS's schedule)
     lr_quats: float = 1e-3
     lr_scales: float = 5e-3
@@ -124,6 +128,7 @@ class TrainData:
     intrinsics: tuple[float, float, float]  # focal, cx, cy (footage px)
     audio: np.ndarray         # float32 [T,D] audio features
     expr: np.ndarray          # float32 [T,E] the expression blendshapes
+    mouth: np.ndarray         # float32 [T,81] the tracked mouth (core.audio.mouth.mouth_targets), standardised
     n_train: int              # frames [0, n_train) are trained on
 
     def __len__(self) -> int:
@@ -137,10 +142,10 @@ class TrainData:
         s = self.crops.size
         return portrait_mask(self.crops.to_crop(self.landmarks[i], i), (s, s))
 
-    def audio_window(self, i: int, width: int) -> np.ndarray:
-        """float32 [W,D]: the features of frames i - W/2 .. i + W/2 - 1, the clip's ends repeated."""
-        idx = np.clip(np.arange(i - width // 2, i - width // 2 + width), 0, len(self.audio) - 1)
-        return self.audio[idx]
+    def lips_box(self, i: int) -> tuple[int, int, int, int]:
+        """x0,y0,x1,y1: the box around frame i's lips in its crop (margin a quarter of their size)."""
+        s = self.crops.size
+        return mouth_box(self.crops.to_crop(self.landmarks[i], i), 0.25, (s, s))
 
 
 def expression(tracking: dict[str, np.ndarray]) -> np.ndarray:
@@ -170,9 +175,12 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
             images[i] = crops.crop(frame, i)
             if progress and i % 25 == 0:
                 progress(Progress(i / len(images), "Cropping the face"))
+    n_train = training_frames(len(landmarks), config.holdout)
+    mouth = mouth_targets(landmarks)                                                     # [T,81]
+    mouth = (mouth - mouth[:n_train].mean(0)) / (mouth[:n_train].std(0) + 1e-6)
     return TrainData(crops, images, landmarks, tracking["rot"], tracking["trans"],
                      (float(tracking["focal"]), float(tracking["cx"]), float(tracking["cy"])),
-                     audio.astype(np.float32), expression(tracking), training_frames(len(landmarks), config.holdout))
+                     audio.astype(np.float32), expression(tracking), mouth.astype(np.float32), n_train)
 
 
 def initial_model(project: Project, data: TrainData, config: TrainConfig) -> AvatarModel:
@@ -186,7 +194,9 @@ def initial_model(project: Project, data: TrainData, config: TrainConfig) -> Ava
                                *data.intrinsics, config.avatar.init)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        return AvatarModel(head.splats, float(template[NOSE_TIP, 1]), data.audio.shape[1], config.avatar)
+        model = AvatarModel(head.splats, float(template[NOSE_TIP, 1]), data.audio.shape[1], config.avatar)
+    model.fit_readout(data.audio, data.mouth, np.arange(data.n_train))
+    return model
 
 
 def ssim_torch(a: Tensor, b: Tensor) -> Tensor:
@@ -209,20 +219,25 @@ def ssim_torch(a: Tensor, b: Tensor) -> Tensor:
     return s[0].mean(0)                                                 # [H,W]
 
 
-def portrait_loss(render: Tensor, target: Tensor, weight: Tensor, dssim: float) -> tuple[Tensor, Tensor]:
+def portrait_loss(render: Tensor, target: Tensor, weight: Tensor, dssim: float, mouth: tuple[int, int, int, int],
+                  mouth_weight: float) -> tuple[Tensor, Tensor]:
     """(loss, masked MSE) of render [S,S,3] against target [S,S,3] through the blend weight [S,S]: L1 and
     D-SSIM of the composite, averaged over the weighted pixels (computed in the weight's box only: outside it
-    the composite is the target)."""
+    the composite is the target). The L1 of the pixels in the ``mouth`` box (x0,y0,x1,y1) counts
+    ``1 + mouth_weight`` times: the lips are a few percent of the face and all of lip sync."""
+    x0, y0, x1, y1 = mouth
+    emphasis = torch.ones_like(weight)
+    emphasis[y0:y1, x0:x1] += mouth_weight                              # [S,S]
     ys, xs = torch.nonzero(weight > 0, as_tuple=True)
     if len(ys) == 0:
         raise AvatarStudioError("a training frame has an empty face mask")
     box = (slice(max(int(ys.min()) - 5, 0), int(ys.max()) + 6), slice(max(int(xs.min()) - 5, 0), int(xs.max()) + 6))
-    render, target, weight = render[box], target[box], weight[box]
+    render, target, weight, emphasis = render[box], target[box], weight[box], emphasis[box]
     w = weight[..., None]                                               # [h,w,1]
     composite = w * render + (1 - w) * target                           # [h,w,3]
     total = weight.sum()
     diff = (composite - target).abs()
-    l1 = diff.sum() / (3 * total)
+    l1 = (diff * emphasis[..., None]).sum() / (3 * (weight * emphasis).sum())
     d_ssim = ((1 - ssim_torch(composite, target)) * weight).sum() / total
     mse = (diff.detach() ** 2).sum() / (3 * total)
     return (1 - dssim) * l1 + dssim * d_ssim, mse
@@ -251,7 +266,8 @@ class AvatarTrainer:
             {"name": "colors", "params": [model.colors], "lr": c.lr_colors},
             {"name": "triplane", "params": list(model.triplane.parameters()), "lr": c.lr_triplane},
             {"name": "networks", "params": [*model.attributes.parameters(), *model.audio.parameters(),
-                                            *model.deform.parameters()], "lr": c.lr_networks},
+                                            *model.deform.parameters(), *model.lip_head.parameters()],
+             "lr": c.lr_networks},
         ]
         self.optimizer = torch.optim.Adam(groups, eps=1e-15)
         self.grad_sum = torch.zeros(len(model))     # [N] accumulated screen-space positional gradient
@@ -262,16 +278,19 @@ class AvatarTrainer:
     def stage(self) -> int:
         return 1 if self.step < self.config.stage1_steps else 2
 
-    def render(self, i: int, stage: int | None = None):
-        """The render of frame i's crop (stage 2: deformed by its audio and expression)."""
+    def render(self, i: int, stage: int | None = None) -> tuple[RenderOutput, Tensor | None]:
+        """The render of frame i's crop and, in stage 2, the lip feature [A] that deformed it (from frame i's
+        audio window and expression)."""
         stage = stage or self.stage
+        lip = None
         if stage == 1:
-            gaussians = self.model()
+            gaussians = self.model.gaussians()
         else:
-            audio = torch.from_numpy(self.data.audio_window(i, self.model.config.audio_window))   # [W,D]
-            gaussians = self.model(audio, torch.from_numpy(self.data.expr[i]))
-        return rasterize(**gaussians, camera=self.data.camera(i), background=self.background,
-                         backend=self.config.backend)
+            lip = self.model.lip(torch.from_numpy(self.model.audio_window(self.data.audio, i)))  # [A]
+            gaussians = self.model.gaussians(lip, torch.from_numpy(self.data.expr[i]))
+        out = rasterize(**gaussians, camera=self.data.camera(i), background=self.background,
+                        backend=self.config.backend)
+        return out, lip
 
     def train_step(self) -> StepResult:
         c, stage = self.config, self.stage
@@ -279,8 +298,11 @@ class AvatarTrainer:
         i = int(rng.integers(self.data.n_train))
         target = torch.from_numpy(self.data.images[i]).float() / 255          # [S,S,3]
         weight = torch.from_numpy(self.data.mask(i))                          # [S,S]
-        out = self.render(i, stage)
-        loss, mse = portrait_loss(out.rgb, target, weight, c.dssim_weight[stage - 1])
+        out, lip = self.render(i, stage)
+        loss, mse = portrait_loss(out.rgb, target, weight, c.dssim_weight[stage - 1], self.data.lips_box(i),
+                                  c.mouth_weight)
+        if lip is not None:
+            loss = loss + c.lip_weight * F.mse_loss(self.model.lip_head(lip), torch.from_numpy(self.data.mouth[i]))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         decay = 0.01 ** (self.step / max(c.steps - 1, 1))
@@ -385,7 +407,7 @@ class TrainResult:
 
 def save_avatar(path: Path, model: AvatarModel, config: TrainConfig) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"config": json.dumps(to_dict(config)), "n": len(model), "audio_dim": model.audio.frame[0].in_features,
+        torch.save({"config": json.dumps(to_dict(config)), "n": len(model), "audio_dim": len(model.audio_mean),
                     "model": model.state_dict()}, tmp)
 
 
@@ -479,6 +501,6 @@ class TrainAvatarJob:
         """uint8 [S,2S,3]: the render of the last held-out frame beside the real crop."""
         i = len(trainer.data) - 1
         with torch.no_grad():
-            rgb = trainer.render(i).rgb.clamp(0, 1).numpy()
+            rgb = trainer.render(i)[0].rgb.clamp(0, 1).numpy()
         render = np.round(rgb * 255).astype(np.uint8)
         return np.concatenate([render, trainer.data.images[i]], axis=1)

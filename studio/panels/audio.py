@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
 
 from core.audio.features import TRAINED, AudioConfig, AudioFeatures
 from core.audio.train_ave import AveTrainConfig
-from studio.plots import MetricCurves, training_graphics, training_plot
+from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 
 ENCODERS = {"ave+whisper": "AVE trained on this footage + Whisper", "ave": "AVE trained on this footage",
@@ -73,11 +73,7 @@ class AudioPanel(QWidget):
         self.summary = QLabel()
         self.summary.setWordWrap(True)
 
-        self.graphics = training_graphics()
-        self.loss_plot = training_plot(self.graphics, 0, "training loss")
-        self.score_plot = training_plot(self.graphics, 1, "held-out")
-        self.score_plot.setLabel("bottom", "step")
-        self.score_plot.setXLink(self.loss_plot)
+        self.graphics, self.loss_plot, self.score_plot = training_graphics("training loss", "held-out")
         self.curves = MetricCurves()
         for key, (name, color) in LOSS_CURVES.items():
             self.curves.add(key, self.loss_plot.plot(pen=pg.mkPen(color, width=1.5), name=name))

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
                                QVBoxLayout, QWidget)
 
 from core.avatar.train import AVATAR_FILE, CHECKPOINT_FILE, PRESETS, TrainConfig, TrainResult, preset
-from studio.plots import MetricCurves, training_graphics, training_plot
+from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 from studio.workers import JobWorker
 
@@ -136,11 +136,7 @@ class TrainingPanel(QWidget):
         self.summary = QLabel()
         self.summary.setWordWrap(True)
 
-        self.graphics = training_graphics()
-        self.loss_plot = training_plot(self.graphics, 0, "loss")
-        self.psnr_plot = training_plot(self.graphics, 1, "PSNR (dB)")
-        self.psnr_plot.setLabel("bottom", "step")
-        self.psnr_plot.setXLink(self.loss_plot)
+        self.graphics, self.loss_plot, self.psnr_plot = training_graphics("loss", "PSNR (dB)")
         self.curves = MetricCurves()
         self.curves.add("loss", self.loss_plot.plot(pen=pg.mkPen(LOSS_COLOR, width=1.5), name="L1 + D-SSIM"))
         self.curves.add("psnr", self.psnr_plot.plot(pen=pg.mkPen(PSNR_COLOR, width=1.5), name="face PSNR"))

@@ -68,7 +68,7 @@ class AvatarFrames:
         driver = self._driver
         i = min(max(index, 0), len(driver.expr) - 1)
         with torch.inference_mode():
-            gaussians = driver.model(torch.from_numpy(driver.audio_window(self._features, i)),
+            gaussians = driver.model(torch.from_numpy(driver.model.audio_window(self._features, i)),
                                      torch.from_numpy(driver.expr[i]))
             return gaussians_to_splats(gaussians)
 
