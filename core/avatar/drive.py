@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from core.avatar.model import AvatarModel
-from core.avatar.train import AVATAR_FILE, TrainConfig, expression, load_avatar
-from core.avatar.views import FaceCrops, face_crops
+from core.avatar.train import AVATAR_FILE, TrainConfig, load_avatar
+from core.avatar.views import FootageViews
 from core.compose.portrait import PortraitConfig, composite
 from core.project import Project
 from core.render.api import rasterize
@@ -23,27 +23,19 @@ from core.tracking.track import load_tracking
 class Driver:
     model: AvatarModel
     config: TrainConfig
-    crops: FaceCrops
-    landmarks: np.ndarray       # [T,478,2] the source footage's, px
-    rot: np.ndarray             # [T,3,3] stabilised head pose
-    trans: np.ndarray           # [T,3]
-    intrinsics: tuple[float, float, float]   # focal, cx, cy
-    expr: np.ndarray            # float32 [T,E] the source footage's tracked expression
+    views: FootageViews         # the source footage: crops, cameras, landmarks, tracked expression
     portrait: PortraitConfig = PortraitConfig()
 
     @classmethod
     def load(cls, project: Project) -> "Driver":
         model, config = load_avatar(project.path(AVATAR_FILE))
-        tracking = load_tracking(project)
-        landmarks = tracking["landmarks"]
-        return cls(model, config, face_crops(landmarks, config.crop_size, config.crop_margin), landmarks,
-                   tracking["rot"], tracking["trans"],
-                   (float(tracking["focal"]), float(tracking["cx"]), float(tracking["cy"])), expression(tracking))
+        return cls(model, config, FootageViews.from_tracking(load_tracking(project), config.crop_size,
+                                                             config.crop_margin))
 
     def render(self, source: int, audio: np.ndarray, expr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rgb float32 [S,S,3], alpha float32 [S,S]) of the face crop of source frame ``source``, driven by the
         audio window [F,D] (``model.audio_window``) and the expression [E]."""
-        camera = self.crops.camera(source, self.rot[source], self.trans[source], *self.intrinsics)
+        camera = self.views.camera(source)
         with torch.inference_mode():
             gaussians = self.model(torch.from_numpy(np.ascontiguousarray(audio, np.float32)),
                                    torch.from_numpy(np.ascontiguousarray(expr, np.float32)))
@@ -54,5 +46,5 @@ class Driver:
         """uint8 [H,W,3]: ``source_frame`` (frame ``source`` of the footage) with the driven face blended in."""
         rgb, _ = self.render(source, audio, expr)
         h, w = source_frame.shape[:2]
-        full = self.crops.paste(rgb, source, (w, h))                                      # [H,W,3]
-        return composite(source_frame, full, self.landmarks[source], self.portrait)
+        full = self.views.crops.paste(rgb, source, (w, h))                                # [H,W,3]
+        return composite(source_frame, full, self.views.landmarks[source], self.portrait)

@@ -36,7 +36,7 @@ class EvalJob:
         features = load_features(project).features
         footage = project.checked_footage()
         fps = Fraction(footage.info["fps"])
-        t = len(driver.landmarks)
+        t = len(driver.views)
         held = np.arange(training_frames(t, driver.config.holdout), t)
         real, outputs = [], []
         with FrameReader(footage.path) as reader:
@@ -45,10 +45,10 @@ class EvalJob:
                 frame = reader.read(int(i))
                 real.append(frame)
                 audio = driver.model.audio_window(features, int(i))                   # [F,D]
-                outputs.append(driver.frame(frame, int(i), audio, driver.expr[i]))
+                outputs.append(driver.frame(frame, int(i), audio, driver.views.expr[i]))
                 progress(Progress(0.8 * (k + 1) / len(held), f"Rendering held-out frame {k + 1}/{len(held)}"))
         progress(Progress(0.8, "Tracking the renders"))
-        scores = score(outputs, real, driver.landmarks[held], fps)
+        scores = score(outputs, real, driver.views.landmarks[held], fps)
         cancel.check(self.name)
 
         progress(Progress(0.9, "Writing the side-by-side video"))

@@ -30,10 +30,9 @@ from torch import Tensor
 from core.audio.features import load_features
 from core.audio.mouth import mouth_targets
 from core.audio.train_ave import training_frames
-from core.avatar.deform import EXPRESSION_BLENDSHAPES
 from core.avatar.gaussians import InitConfig, canonical_gaussians
 from core.avatar.model import GAUSSIAN_PARAMS, AvatarConfig, AvatarModel
-from core.avatar.views import FaceCrops, face_crops
+from core.avatar.views import FootageViews
 from core.compose.portrait import portrait_mask
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError, ProjectError
@@ -118,40 +117,28 @@ def preset(name: str) -> TrainConfig:
 
 @dataclass
 class TrainData:
-    """What training reads, per frame: the face crop, its mask, camera, audio window and expression."""
+    """What training reads, per frame: the view (crop, camera, landmarks, expression), the cropped image, the
+    audio features and the tracked mouth; and the fitted face template the Gaussians start from."""
 
-    crops: FaceCrops
-    images: np.ndarray        # uint8 [T,S,S,3]
-    landmarks: np.ndarray     # float [T,478,2] footage px
-    rot: np.ndarray           # [T,3,3] stabilised head pose
-    trans: np.ndarray         # [T,3]
-    intrinsics: tuple[float, float, float]  # focal, cx, cy (footage px)
+    views: FootageViews
+    images: np.ndarray        # uint8 [T,S,S,3] the face crops
     audio: np.ndarray         # float32 [T,D] audio features
-    expr: np.ndarray          # float32 [T,E] the expression blendshapes
     mouth: np.ndarray         # float32 [T,81] the tracked mouth (core.audio.mouth.mouth_targets), standardised
+    template: np.ndarray      # float [468,3] the subject's fitted face template, head space cm
     n_train: int              # frames [0, n_train) are trained on
 
     def __len__(self) -> int:
-        return len(self.landmarks)
-
-    def camera(self, i: int) -> Camera:
-        return self.crops.camera(i, self.rot[i], self.trans[i], *self.intrinsics)
+        return len(self.views)
 
     def mask(self, i: int) -> np.ndarray:
         """float32 [S,S]: the portrait blend weight of frame i in its crop."""
-        s = self.crops.size
-        return portrait_mask(self.crops.to_crop(self.landmarks[i], i), (s, s))
+        crops = self.views.crops
+        return portrait_mask(crops.to_crop(self.views.landmarks[i], i), (crops.size, crops.size))
 
     def lips_box(self, i: int) -> tuple[int, int, int, int]:
         """x0,y0,x1,y1: the box around frame i's lips in its crop (margin a quarter of their size)."""
-        s = self.crops.size
-        return mouth_box(self.crops.to_crop(self.landmarks[i], i), 0.25, (s, s))
-
-
-def expression(tracking: dict[str, np.ndarray]) -> np.ndarray:
-    """float32 [T,E]: the tracked coefficients of EXPRESSION_BLENDSHAPES."""
-    names = [str(n) for n in tracking["blendshape_names"]]
-    return tracking["blendshapes"][:, [names.index(n) for n in EXPRESSION_BLENDSHAPES]].astype(np.float32)
+        crops = self.views.crops
+        return mouth_box(crops.to_crop(self.views.landmarks[i], i), 0.25, (crops.size, crops.size))
 
 
 def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn | None = None,
@@ -160,12 +147,12 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
     footage = project.checked_footage()
     tracking = load_tracking(project)
     audio = load_features(project).features
-    landmarks = tracking["landmarks"]
-    if len(audio) != len(landmarks):
-        raise ProjectError(project.root, f"audio features cover {len(audio)} frames but tracking {len(landmarks)}: "
+    views = FootageViews.from_tracking(tracking, config.crop_size, config.crop_margin)
+    if len(audio) != len(views):
+        raise ProjectError(project.root, f"audio features cover {len(audio)} frames but tracking {len(views)}: "
                                          "run the audio stage again")
-    crops = face_crops(landmarks, config.crop_size, config.crop_margin)
-    images = np.empty((len(landmarks), crops.size, crops.size, 3), np.uint8)
+    crops = views.crops
+    images = np.empty((len(views), crops.size, crops.size, 3), np.uint8)
     with FrameReader(footage.path) as reader:
         for i, frame in enumerate(reader):
             if i >= len(images):
@@ -175,26 +162,23 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
             images[i] = crops.crop(frame, i)
             if progress and i % 25 == 0:
                 progress(Progress(i / len(images), "Cropping the face"))
-    n_train = training_frames(len(landmarks), config.holdout)
-    mouth = mouth_targets(landmarks)                                                     # [T,81]
+    n_train = training_frames(len(views), config.holdout)
+    mouth = mouth_targets(views.landmarks)                                               # [T,81]
     mouth = (mouth - mouth[:n_train].mean(0)) / (mouth[:n_train].std(0) + 1e-6)
-    return TrainData(crops, images, landmarks, tracking["rot"], tracking["trans"],
-                     (float(tracking["focal"]), float(tracking["cx"]), float(tracking["cy"])),
-                     audio.astype(np.float32), expression(tracking), mouth.astype(np.float32), n_train)
+    return TrainData(views, images, audio.astype(np.float32), mouth.astype(np.float32), tracking["template"], n_train)
 
 
 def initial_model(project: Project, data: TrainData, config: TrainConfig) -> AvatarModel:
     """Canonical Gaussians from the fitted template, coloured from the first training frame; the networks'
     initial weights drawn from ``config.seed``."""
-    tracking = load_tracking(project)
-    template = tracking["template"]
+    views = data.views
     with FrameReader(project.checked_footage().path) as reader:
         frame = reader.read(0)
-    head = canonical_gaussians(template, canonical_mesh().triangles, frame, data.rot[0], data.trans[0],
-                               *data.intrinsics, config.avatar.init)
+    head = canonical_gaussians(data.template, canonical_mesh().triangles, frame, views.rot[0], views.trans[0],
+                               *views.intrinsics, config.avatar.init)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        model = AvatarModel(head.splats, float(template[NOSE_TIP, 1]), data.audio.shape[1], config.avatar)
+        model = AvatarModel(head.splats, float(data.template[NOSE_TIP, 1]), data.audio.shape[1], config.avatar)
     model.fit_readout(data.audio, data.mouth, np.arange(data.n_train))
     return model
 
@@ -287,8 +271,8 @@ class AvatarTrainer:
             gaussians = self.model.gaussians()
         else:
             lip = self.model.lip(torch.from_numpy(self.model.audio_window(self.data.audio, i)))  # [A]
-            gaussians = self.model.gaussians(lip, torch.from_numpy(self.data.expr[i]))
-        out = rasterize(**gaussians, camera=self.data.camera(i), background=self.background,
+            gaussians = self.model.gaussians(lip, torch.from_numpy(self.data.views.expr[i]))
+        out = rasterize(**gaussians, camera=self.data.views.camera(i), background=self.background,
                         backend=self.config.backend)
         return out, lip
 
@@ -310,7 +294,7 @@ class AvatarTrainer:
             if group["name"] == "means":
                 group["lr"] = c.lr_means * decay
         if stage == 1:
-            self._accumulate(self.data.camera(i))
+            self._accumulate(self.data.views.camera(i))
         self.optimizer.step()
         self.step += 1
         if stage == 1 and self.step % c.densify_every == 0 and self.step <= c.densify_until * c.stage1_steps:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from core.avatar.deform import EXPRESSION_BLENDSHAPES
 from core.avatar.gaussians import frame_camera
 from core.render.camera import Camera
 from core.tracking.template import FACE_OVAL
@@ -70,3 +71,35 @@ def face_crops(landmarks: np.ndarray, size: int, margin: float = 1.5) -> FaceCro
     lo, hi = oval.min(axis=1), oval.max(axis=1)                      # [T,2]
     side = float(margin * (hi - lo).max())
     return FaceCrops(((lo + hi) / 2 - side / 2).astype(np.float64), side, int(size))
+
+
+def expression(tracking: dict[str, np.ndarray]) -> np.ndarray:
+    """float32 [T,E]: the tracked coefficients of EXPRESSION_BLENDSHAPES."""
+    names = [str(n) for n in tracking["blendshape_names"]]
+    return tracking["blendshapes"][:, [names.index(n) for n in EXPRESSION_BLENDSHAPES]].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FootageViews:
+    """Each frame of the tracked footage as the avatar sees it: its face crop and the crop's camera under the
+    stabilised head pose, its landmarks and its tracked expression. Training and driving read the same."""
+
+    crops: FaceCrops
+    landmarks: np.ndarray                   # float [T,478,2] footage px
+    rot: np.ndarray                         # [T,3,3] stabilised head pose
+    trans: np.ndarray                       # [T,3]
+    intrinsics: tuple[float, float, float]  # focal, cx, cy (footage px)
+    expr: np.ndarray                        # float32 [T,E] the expression blendshapes
+
+    @classmethod
+    def from_tracking(cls, tracking: dict[str, np.ndarray], size: int, margin: float) -> "FootageViews":
+        landmarks = tracking["landmarks"]
+        return cls(face_crops(landmarks, size, margin), landmarks, tracking["rot"], tracking["trans"],
+                   (float(tracking["focal"]), float(tracking["cx"]), float(tracking["cy"])), expression(tracking))
+
+    def __len__(self) -> int:
+        return len(self.landmarks)
+
+    def camera(self, i: int) -> Camera:
+        """The camera of frame i's crop."""
+        return self.crops.camera(i, self.rot[i], self.trans[i], *self.intrinsics)
