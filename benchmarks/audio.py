@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="AVE training steps (default: the config's)")
     ap.add_argument("--clips", nargs="*", default=["may_13s", "katie_8s"])
     args = ap.parse_args()
-    config = AudioConfig()
+    config = AudioConfig(encoder="ave+whisper")
     if args.steps:
         config = replace(config, train=replace(config.train, steps=args.steps))
     print(f"torch threads {torch.get_num_threads()}, AVE steps {config.train.steps}, width {config.train.width}")

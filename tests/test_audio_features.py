@@ -182,13 +182,13 @@ def test_job_needs_tracking(media_dir, tmp_path):
     project = Project.create(tmp_path / "p")
     run_job(IngestJob(project, media_dir / "katie_8s.mp4"))
     with pytest.raises(ProjectError, match="track the face first"):
-        run_job(AudioFeaturesJob(project, AudioConfig(train=TINY)))
+        run_job(AudioFeaturesJob(project, AudioConfig(encoder="ave+whisper", train=TINY)))
 
 
 @pytest.mark.slow
 def test_ave_job_caches_cancels_and_resumes_exactly(tracked_project, copy_project):
     """A cancelled run keeps its checkpoint; resuming ends where an uninterrupted run ends."""
-    config = AudioConfig(train=TINY)
+    config = AudioConfig(encoder="ave+whisper", train=TINY)
     straight = Project.open(copy_project(tracked_project("katie_8s.mp4")))
     done = run_job(AudioFeaturesJob(straight, config))
     assert done.features.shape == (200, 512 + 384) and np.isfinite(done.features).all()   # AVE + Whisper

@@ -240,7 +240,7 @@ def test_untrained_avatar_is_its_canonical_head_and_reads_audio_standardised():
 
 def test_mouth_readout_is_a_ridge_fit_in_context():
     """The fitted readout reproduces the training frames' mouths from their features (a generous ridge on
-    few dimensions is close to least squares), frame by frame in the window, each from frames j-2..j+2."""
+    few dimensions is close to least squares), each from frames j-2..j+2, then averaged over 3 frames."""
     import numpy as np
 
     from core.audio.mouth import MOUTH_DIM
@@ -252,9 +252,10 @@ def test_mouth_readout_is_a_ridge_fit_in_context():
     weights = rng.normal(size=(5 * d, MOUTH_DIM))
     ctx = np.clip(np.arange(t)[:, None] + np.arange(-2, 3), 0, t - 1)
     mouth = (((features[ctx] - features.mean(0)) / features.std(0)).reshape(t, -1) @ weights).astype(np.float32)
-    model = AvatarModel.empty(10, d, AvatarConfig(readout_ridge=1e-3))
+    model = AvatarModel.empty(10, d, AvatarConfig(readout_ridge=1e-3, readout_context=2, readout_smooth=3))
     model.fit_readout(features, mouth, np.arange(t))
     i = 200
     est = model.mouth(torch.from_numpy(model.audio_window(features, i))).numpy()     # [8,81]
-    first = i - model.audio_frames // 2 + 2                                          # the window's first centre
-    assert np.allclose(est, mouth[first:first + 8], atol=1e-2 * np.abs(mouth).max())
+    first = i - model.audio_frames // 2 + 2 + 1                                      # the window's first centre
+    smoothed = (mouth[first - 1:first + 7] + mouth[first:first + 8] + mouth[first + 1:first + 9]) / 3
+    assert np.allclose(est, smoothed, atol=1e-2 * np.abs(mouth).max())

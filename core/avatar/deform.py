@@ -39,6 +39,16 @@ class Deformation:
     log_scales: Tensor  # [(B,) N, 3] added to the canonical log scales
 
 
+@dataclass
+class DeformBasis:
+    """The deformation's per-Gaussian terms that no frame changes (``DeformationField.basis``): computed once
+    per frame in training (they carry gradients), once per avatar when driving."""
+
+    gates: Tensor   # [N,A+E] the attention gates: the lip channels' exactly 0 above the nose, the
+                    # expression channels' exactly 0 below it
+    hidden: Tensor  # [N,H] the first layer's response to the triplane features, bias included
+
+
 def _zero_last(mlp: nn.Sequential) -> nn.Sequential:
     """``mlp`` with its last Linear zeroed, so its output starts at exactly 0 whatever the input."""
     nn.init.zeros_(mlp[-1].weight)
@@ -104,17 +114,29 @@ class DeformationField(nn.Module):
             nn.Linear(feature_dim + a + e, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 3 + 4 + 3)))
         self.register_buffer("identity", torch.tensor([1.0, 0.0, 0.0, 0.0]), persistent=False)  # [4]
 
-    def forward(self, features: Tensor, lower: Tensor, lip: Tensor, expr: Tensor) -> Deformation:
+    def basis(self, features: Tensor, lower: Tensor) -> DeformBasis:
+        """The frame-independent terms for Gaussians with triplane features [N,F] and regions ``lower`` [N]."""
+        gates = torch.sigmoid(self.gate(features))                                  # [N,A+E]
+        below = lower[:, None].to(gates.dtype)                                      # [N,1] 1 below the nose
+        mask = torch.cat([below.expand(-1, self.audio_dim), 1.0 - below.expand(-1, gates.shape[1] - self.audio_dim)],
+                         dim=1)                                                     # [N,A+E]
+        first = self.net[0]
+        hidden = F.linear(features, first.weight[:, :features.shape[-1]], first.bias)  # [N,H]
+        return DeformBasis(gates * mask, hidden)
+
+    def forward(self, features: Tensor, lower: Tensor, lip: Tensor, expr: Tensor,
+                basis: DeformBasis | None = None) -> Deformation:
+        """``basis`` (from ``basis(features, lower)``) saves recomputing it when driving many frames."""
         batched = lip.dim() == 2
         lip, expr = lip.reshape(-1, lip.shape[-1]), expr.reshape(-1, expr.shape[-1])  # [B,A], [B,E]
         if lip.shape[0] != expr.shape[0]:
             raise ValueError(f"lip and expression must have the same frames, got {lip.shape[0]} and {expr.shape[0]}")
-        gates = torch.sigmoid(self.gate(features))                                  # [N,A+E]
-        mask = lower[None, :, None]                                                 # [1,N,1] bool
-        lip_att = torch.where(mask, gates[:, :self.audio_dim] * lip[:, None], 0.0)  # [B,N,A]
-        expr_att = torch.where(mask, 0.0, gates[:, self.audio_dim:] * expr[:, None])  # [B,N,E]
-        x = torch.cat([features.expand(len(lip), -1, -1), lip_att, expr_att], dim=-1)  # [B,N,F+A+E]
-        out = self.net(x)                                                           # [B,N,10]
+        basis = basis or self.basis(features, lower)
+        # The first layer over [features, gated lip, gated expression], split by input: the features' share
+        # is the basis; the masked gates make each region see only its own channels.
+        attended = basis.gates * torch.cat([lip, expr], dim=1)[:, None]             # [B,N,A+E]
+        x = basis.hidden + F.linear(attended, self.net[0].weight[:, features.shape[-1]:])  # [B,N,H]
+        out = self.net[1:](x)                                                       # [B,N,10]
         if not batched:
             out = out[0]                                                            # [N,10]
         d_means, d_quats, d_log_scales = out.split([3, 4, 3], dim=-1)               # [..,3], [..,4], [..,3]

@@ -6,11 +6,12 @@ studio's playback all render through here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
-from core.avatar.model import AvatarModel
+from core.avatar.model import AvatarModel, Canonical
 from core.avatar.train import AVATAR_FILE, TrainConfig, load_avatar
 from core.avatar.views import FootageViews
 from core.compose.portrait import PortraitConfig, composite
@@ -32,14 +33,27 @@ class Driver:
         return cls(model, config, FootageViews.from_tracking(load_tracking(project), config.crop_size,
                                                              config.crop_margin))
 
+    @cached_property
+    def canonical(self) -> Canonical:
+        """The model's frame-independent part, computed on first use: a third of a frame's model time."""
+        with torch.inference_mode():
+            return self.model.canonical()
+
+    def gaussians(self, audio: np.ndarray, expr: np.ndarray) -> dict[str, torch.Tensor]:
+        """``rasterize``'s Gaussians [N,...] driven by the audio window [F,D] (``model.audio_window``) and the
+        expression [E]."""
+        with torch.inference_mode():
+            lip = self.model.lip(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))     # [A]
+            return self.model.gaussians(lip, torch.from_numpy(np.ascontiguousarray(expr, np.float32)),
+                                        self.canonical)
+
     def render(self, source: int, audio: np.ndarray, expr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rgb float32 [S,S,3], alpha float32 [S,S]) of the face crop of source frame ``source``, driven by the
         audio window [F,D] (``model.audio_window``) and the expression [E]."""
-        camera = self.views.camera(source)
+        gaussians = self.gaussians(audio, expr)
         with torch.inference_mode():
-            gaussians = self.model(torch.from_numpy(np.ascontiguousarray(audio, np.float32)),
-                                   torch.from_numpy(np.ascontiguousarray(expr, np.float32)))
-            out = rasterize(**gaussians, camera=camera, background=torch.zeros(3), backend=self.config.backend)
+            out = rasterize(**gaussians, camera=self.views.camera(source), background=torch.zeros(3),
+                            backend=self.config.backend)
         return out.rgb.clamp(0, 1).numpy(), out.alpha[..., 0].numpy()
 
     def frame(self, source_frame: np.ndarray, source: int, audio: np.ndarray, expr: np.ndarray) -> np.ndarray:

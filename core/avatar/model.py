@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.audio.mouth import MOUTH_DIM
-from core.avatar.deform import AttributeMLP, AudioProjection, DeformationField, DeformConfig
+from core.avatar.deform import AttributeMLP, AudioProjection, DeformationField, DeformBasis, DeformConfig
 from core.avatar.gaussians import InitConfig
 from core.avatar.triplane import Triplane, TriplaneConfig
 from core.render.splats import Splats
@@ -31,8 +31,19 @@ class AvatarConfig:
     triplane: TriplaneConfig = TriplaneConfig()
     deform: DeformConfig = DeformConfig()
     audio_window: int = 8        # frames whose mouth estimates one lip feature attends over (SyncTalk's 8)
-    readout_context: int = 2     # the mouth readout of frame j reads the features of frames j-2 .. j+2
-    readout_ridge: float = 1000.0  # its ridge weight on standardised features (core.audio.train_ave.mouth_probe's)
+    readout_context: int = 5     # the mouth readout of frame j reads the features of frames j-5 .. j+5
+    readout_ridge: float = 350.0  # its ridge weight on standardised features
+    readout_smooth: int = 3      # the mouth estimates are averaged over this many frames (odd; 1: not at all)
+
+
+@dataclass
+class Canonical:
+    """Everything about the Gaussians that no frame changes: the canonical head ``rasterize`` takes and the
+    deformation's basis. Training recomputes it every step (it carries gradients); driving computes it once."""
+
+    gaussians: dict[str, Tensor]  # means [N,3], quats [N,4], scales [N,3], opacities [N], colors [N,1,3]
+    features: Tensor              # [N,F] triplane features
+    basis: DeformBasis
 
 
 def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
@@ -98,7 +109,8 @@ class AvatarModel(nn.Module):
     @property
     def audio_frames(self) -> int:
         """How many frames of audio features drive one frame: the window plus the readout's context."""
-        return self.config.audio_window + 2 * self.config.readout_context
+        c = self.config
+        return c.audio_window + 2 * c.readout_context + c.readout_smooth - 1
 
     def audio_window(self, features: np.ndarray, i: int) -> np.ndarray:
         """float32 [audio_frames, D]: the features [T,D] that drive frame i, centred on it (ends repeated)."""
@@ -107,17 +119,24 @@ class AvatarModel(nn.Module):
 
     def mouth(self, audio: Tensor) -> Tensor:
         """Mouth estimates [W,81] (z-scores) of the window's frames from its features [audio_frames, D]."""
-        x = (audio - self.audio_mean) / self.audio_std                               # [W+2c,D]
+        x = (audio - self.audio_mean) / self.audio_std                               # [W+2c+s-1,D]
         k = 2 * self.config.readout_context + 1
-        windows = x.unfold(0, k, 1).transpose(1, 2).reshape(-1, k * x.shape[1])       # [W,k*D]
-        return windows @ self.readout                                                  # [W,81]
+        windows = x.unfold(0, k, 1).transpose(1, 2).reshape(-1, k * x.shape[1])       # [W+s-1,k*D]
+        raw = windows @ self.readout                                                   # [W+s-1,81]
+        return F.avg_pool1d(raw.T[None], self.config.readout_smooth, stride=1)[0].T    # [W,81]
 
-    def fit_readout(self, features: np.ndarray, mouth: np.ndarray, frames: np.ndarray) -> None:
+    def fit_readout(self, features: np.ndarray, mouth: np.ndarray, frames: np.ndarray, standardise: bool = True) -> None:
         """Set the audio statistics and the mouth readout from features [T,D] and standardised mouth targets
-        [T,81] on the given training frames (ridge in its dual form: frames << dimensions)."""
+        [T,81] on the given training frames (ridge in its dual form: frames << dimensions). ``standardise``:
+        scale each channel by its training statistics first; features already normalised per clip (the
+        ``mel`` encoder's) are read as they are, which keeps another voice's clip on its own scale."""
         seen = features[frames]
-        self.audio_mean.copy_(torch.from_numpy(seen.mean(0)))
-        self.audio_std.copy_(torch.from_numpy(seen.std(0) + 1e-6))
+        if standardise:
+            self.audio_mean.copy_(torch.from_numpy(seen.mean(0)))
+            self.audio_std.copy_(torch.from_numpy(seen.std(0) + 1e-6))
+        else:
+            self.audio_mean.zero_()
+            self.audio_std.fill_(1.0)
         c = self.config.readout_context
         with torch.no_grad():
             x = (torch.from_numpy(features) - self.audio_mean) / self.audio_std       # [T,D]
@@ -140,21 +159,30 @@ class AvatarModel(nn.Module):
             raise ValueError("the deformation needs the expression with the audio")
         return self.gaussians(self.lip(audio), expr)
 
-    def gaussians(self, lip: Tensor | None = None, expr: Tensor | None = None) -> dict[str, Tensor]:
-        """The Gaussians (means, quats, scales, opacities, colors as SH [N,1,3]) deformed by the lip feature [A]
-        and the expression [E], or canonical when ``lip`` is None."""
+    def canonical(self) -> Canonical:
+        """The canonical Gaussians with their triplane attributes, and the deformation's basis."""
         feats = self.triplane(self.means.detach())                                    # [N,F]
         d_color, d_opacity = self.attributes(feats)                                    # [N,3], [N]
-        means, quats, log_scales = self.means, F.normalize(self.quats, dim=-1), self.log_scales
-        if lip is not None:
-            d = self.deform(feats, self.lower, lip, expr)
-            means = means + d.means                                                    # [N,3]
-            quats = quat_multiply(d.quats, quats)                                      # [N,4]
-            log_scales = log_scales + d.log_scales                                     # [N,3]
-        return {
-            "means": means,
-            "quats": quats,
-            "scales": torch.exp(log_scales),
+        return Canonical({
+            "means": self.means,
+            "quats": F.normalize(self.quats, dim=-1),
+            "scales": torch.exp(self.log_scales),
             "opacities": torch.sigmoid(self.opacity_logits + d_opacity),
             "colors": (self.colors + d_color)[:, None, :],
+        }, feats, self.deform.basis(feats, self.lower))
+
+    def gaussians(self, lip: Tensor | None = None, expr: Tensor | None = None,
+                  canonical: Canonical | None = None) -> dict[str, Tensor]:
+        """The Gaussians (means, quats, scales, opacities, colors as SH [N,1,3]) deformed by the lip feature [A]
+        and the expression [E] (or a batch: [B,A], [B,E] give means, quats and scales with a leading [B]), or
+        canonical when ``lip`` is None. ``canonical`` is ``self.canonical()``, passed when driving many frames."""
+        c = canonical or self.canonical()
+        if lip is None:
+            return c.gaussians
+        d = self.deform(c.features, self.lower, lip, expr, c.basis)
+        return {
+            **c.gaussians,
+            "means": self.means + d.means,                                             # [(B,)N,3]
+            "quats": quat_multiply(d.quats, c.gaussians["quats"]),                     # [(B,)N,4]
+            "scales": torch.exp(self.log_scales + d.log_scales),                       # [(B,)N,3]
         }

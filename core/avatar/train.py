@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.audio.features import load_features
+from core.audio.features import MelEncoder, load_features
 from core.audio.mouth import mouth_targets
 from core.audio.train_ave import training_frames
 from core.avatar.gaussians import InitConfig, canonical_gaussians
@@ -123,6 +123,7 @@ class TrainData:
     views: FootageViews
     images: np.ndarray        # uint8 [T,S,S,3] the face crops
     audio: np.ndarray         # float32 [T,D] audio features
+    normalised: bool          # whether they come normalised per clip (the mel encoder's), not to be rescaled
     mouth: np.ndarray         # float32 [T,81] the tracked mouth (core.audio.mouth.mouth_targets), standardised
     template: np.ndarray      # float [468,3] the subject's fitted face template, head space cm
     n_train: int              # frames [0, n_train) are trained on
@@ -146,7 +147,8 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
     """The project's footage cropped around the face, with its tracking and audio features."""
     footage = project.checked_footage()
     tracking = load_tracking(project)
-    audio = load_features(project).features
+    features = load_features(project)
+    audio = features.features
     views = FootageViews.from_tracking(tracking, config.crop_size, config.crop_margin)
     if len(audio) != len(views):
         raise ProjectError(project.root, f"audio features cover {len(audio)} frames but tracking {len(views)}: "
@@ -165,7 +167,8 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
     n_train = training_frames(len(views), config.holdout)
     mouth = mouth_targets(views.landmarks)                                               # [T,81]
     mouth = (mouth - mouth[:n_train].mean(0)) / (mouth[:n_train].std(0) + 1e-6)
-    return TrainData(views, images, audio.astype(np.float32), mouth.astype(np.float32), tracking["template"], n_train)
+    return TrainData(views, images, audio.astype(np.float32), features.encoder == MelEncoder.id,
+                     mouth.astype(np.float32), tracking["template"], n_train)
 
 
 def initial_model(project: Project, data: TrainData, config: TrainConfig) -> AvatarModel:
@@ -179,7 +182,7 @@ def initial_model(project: Project, data: TrainData, config: TrainConfig) -> Ava
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = AvatarModel(head.splats, float(data.template[NOSE_TIP, 1]), data.audio.shape[1], config.avatar)
-    model.fit_readout(data.audio, data.mouth, np.arange(data.n_train))
+    model.fit_readout(data.audio, data.mouth, np.arange(data.n_train), standardise=not data.normalised)
     return model
 
 

@@ -67,10 +67,7 @@ class AvatarFrames:
             self._features = np.ascontiguousarray(load_features(self.project).features, np.float32)
         driver = self._driver
         i = min(max(index, 0), len(driver.views) - 1)
-        with torch.inference_mode():
-            gaussians = driver.model(torch.from_numpy(driver.model.audio_window(self._features, i)),
-                                     torch.from_numpy(driver.views.expr[i]))
-            return gaussians_to_splats(gaussians)
+        return gaussians_to_splats(driver.gaussians(driver.model.audio_window(self._features, i), driver.views.expr[i]))
 
 
 class ViewportPanel(QWidget):
