@@ -1,15 +1,16 @@
 """The audio-features stage as a job: the footage's audio -> one feature per video frame [T,D], and the
 encoders that make them for any other audio (dubbing, live input).
 
-Encoders: ``ave`` (the audio-visual encoder trained on this footage, core.audio.train_ave), ``whisper``
-(tiny.en's encoder states), ``ave+whisper`` (both side by side, the default) and ``synctalk`` (SyncTalk's
-released encoder imported from a local checkpoint).
+Encoders: ``mel`` (log-mel pooled per frame and normalised on each clip's speech, the default), ``ave`` (the
+audio-visual encoder trained on this footage, core.audio.train_ave), ``whisper`` (tiny.en's encoder states),
+``ave+whisper`` (both side by side) and ``synctalk`` (SyncTalk's released encoder from a local checkpoint).
 
-Why both by default: on may_13s's held-out 20%, a linear readout of the mouth opening reaches r 0.47-0.61
-from the AVE alone (it depends on the training seed: 10 s of footage teach little phonetics), 0.64 from
-Whisper alone (pretrained on 680k hours, but not on this face), and 0.67-0.69 from both. The AVE brings
-what Whisper lacks: this speaker's timing between sound and mouth, and the sync discriminator.
-The project keeps the trained encoder (``ave.pt``), its resumable training state (``ave_train.pt``) and the
+Why ``mel`` by default: the avatar is driven by other voices than the footage's (dubbing), and a mouth readout
+fitted on may_13s reads katie_8s's voice at r 0.55-0.58 from it, against 0.35 from AVE + Whisper; on may_13s's
+own held-out 20% both reach about 0.58. The trained encoders stay for what only they do: the AVE learns this
+speaker's sound-to-mouth timing and the sync discriminator (the held-out offset check), Whisper is pretrained
+on 680k hours (AVE + Whisper read May's own held-out mouth at 0.67-0.69 in issue 5's probe).
+The project keeps a trained encoder (``ave.pt``), its resumable training state (``ave_train.pt``) and the
 footage's features (``audio_features.npz``) with the config that made them.
 """
 
