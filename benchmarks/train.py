@@ -1,6 +1,7 @@
 """Avatar training benchmark: the whole pipeline per clip, and the avatar beside two trivial baselines.
 
-Run by hand: ``python benchmarks/train.py [--preset cpu-draft] [--clips may_13s katie_8s] [--steps S1 S2]``.
+Run by hand: ``python benchmarks/train.py [--preset cpu-draft] [--clips may_13s katie_8s] [--steps S1 S2]
+[--keep DIR]`` (``--keep``: make the projects in DIR and leave them there, e.g. to dub with the avatars).
 For each clip: ingest -> track -> audio (default encoder) -> train (the preset) -> eval, in a fresh project, then
 the baselines of core.baselines ("mean face", "audio retrieval") on the same held-out frames (the last 20%).
 One table: face-region PSNR, full-frame PSNR, SSIM, centred and raw mouth LMD (px), the mouth-opening Pearson r
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu-draft")
     parser.add_argument("--clips", nargs="+", default=["may_13s", "katie_8s"])
     parser.add_argument("--steps", type=int, nargs=2, default=None, metavar=("STAGE1", "STAGE2"))
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="make the projects here and keep them")
     args = parser.parse_args()
     config = preset(args.preset)
     if args.steps:
@@ -74,7 +76,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for clip in args.clips:
-            scores, times = run_clip(clip, config, Path(tmp))
+            scores, times = run_clip(clip, config, args.keep or Path(tmp))
             rows.append((clip, scores, times))
             print(f"{clip}: done ({sum(times.values()):.0f} s)", flush=True)
 

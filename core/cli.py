@@ -152,6 +152,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dub(args: argparse.Namespace) -> int:
+    from core.dub import DubConfig, DubJob
+
+    try:
+        config = DubConfig(start=args.start, end=args.end, source_start=args.source_start, size=args.size,
+                           crf=args.crf, watermark=not args.no_watermark)
+    except ValueError as e:
+        err.print(f"error: {e}", markup=False)
+        return 2
+    project = Project.open(args.project)
+    r = run_with_bar(DubJob(project, Path(args.audio), Path(args.out), config))
+    for note in r.notes:
+        say(f"note: {note}")
+    say(f"Dubbed {project.name}: {r.frames} frames ({r.seconds:.1f} s) at {r.fps:.1f} frames/s -> {r.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar-studio-cli", description="Avatar Studio batch commands.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -172,12 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow the N-th face from the left (0 first) instead of the largest, most central")
     s.set_defaults(func=cmd_track)
 
-    s = sub.add_parser("audio", help="audio features per frame: train the audio-visual encoder on the footage, "
-                                     "or use Whisper or SyncTalk's encoder")
+    s = sub.add_parser("audio", help="audio features per frame: speech-normalised log-mel (default), the "
+                                     "audio-visual encoder trained on the footage, Whisper or SyncTalk's encoder")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
-    s.add_argument("--encoder", choices=("ave+whisper", "ave", "whisper", "synctalk"), default="ave+whisper",
-                   help="ave: the audio-visual encoder trained on this footage; whisper: tiny.en's encoder; "
-                        "ave+whisper: both side by side (default); "
+    s.add_argument("--encoder", choices=("mel", "ave+whisper", "ave", "whisper", "synctalk"), default="mel",
+                   help="mel: log-mel normalised on each clip's speech, any voice alike (default); "
+                        "ave: the audio-visual encoder trained on this footage; whisper: tiny.en's encoder; "
+                        "ave+whisper: both side by side; "
                         "synctalk: SyncTalk's released encoder from --synctalk-checkpoint")
     s.add_argument("--synctalk-checkpoint", metavar="PATH", help="SyncTalk's audio_visual_encoder.pth")
     s.add_argument("--steps", type=int, default=None, metavar="N", help="AVE training steps (default 400)")
@@ -196,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
                                     "writes eval.json and a side-by-side eval.mp4")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("dub", help="make the avatar speak new audio over the footage: an H.264 + AAC mp4, marked "
+                                   "as synthetic")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder (with a trained avatar)")
+    s.add_argument("--audio", required=True, metavar="SPEECH", help="the speech: any audio file, or a video's audio")
+    s.add_argument("--out", required=True, metavar="OUT.mp4", help="the video to write (its folder must exist)")
+    s.add_argument("--start", type=float, default=0.0, metavar="S", help="start this many seconds into the speech")
+    s.add_argument("--end", type=float, default=None, metavar="S", help="end this many seconds into the speech")
+    s.add_argument("--source-start", type=int, default=0, metavar="FRAME",
+                   help="the footage frame the dub begins on (default 0)")
+    s.add_argument("--size", choices=("source", "512", "1080p"), default="source",
+                   help="output height: the footage's (default), 512 px or 1080 px; the width keeps the aspect")
+    s.add_argument("--crf", type=int, default=18, metavar="Q", help="H.264 quality, 0-51, lower is better (18)")
+    s.add_argument("--no-watermark", action="store_true",
+                   help="no visible AI-generated mark (the file's metadata still says it is synthetic)")
+    s.set_defaults(func=cmd_dub)
     return p
 
 

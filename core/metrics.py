@@ -137,3 +137,17 @@ def face_region_mask(landmarks_t: np.ndarray, size: tuple[int, int], grow: float
         return mask
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def seam_errors(output: np.ndarray, source: np.ndarray, blend: np.ndarray, ring_px: int = 2,
+                gap_px: int = 12) -> tuple[float, float]:
+    """How visible a composite's seam is: the mean |output - source| (grey levels, channels averaged) over the
+    ring of pixels within ``ring_px`` of the blend weight's outer edge (where ``blend`` [H,W] falls to 0), and
+    over the background farther than ``gap_px`` from it, which only encoding changed. An invisible seam gives
+    a ring error close to the background's; a pasted face with a hard edge, several times it."""
+    inside = (np.asarray(blend) > 0).astype(np.uint8)                           # [H,W]
+    ring_k = np.ones((2 * ring_px + 1,) * 2, np.uint8)
+    ring = cv2.dilate(inside, ring_k) & (1 - cv2.erode(inside, ring_k))
+    background = 1 - cv2.dilate(inside, np.ones((2 * gap_px + 1,) * 2, np.uint8))
+    err = np.abs(output.astype(np.float32) - source.astype(np.float32)).mean(axis=2)  # [H,W]
+    return float(err[ring.astype(bool)].mean()), float(err[background.astype(bool)].mean())

@@ -100,8 +100,8 @@ def copy_project(tmp_path):
 
 @pytest.fixture(scope="session")
 def voiced_project(tracked_project, tmp_path_factory):
-    """clip name -> folder of a tracked project with audio features too (Whisper's: no encoder training, so a
-    few seconds), made once per session; what avatar training needs. Copy it before changing it."""
+    """clip name -> folder of a tracked project with audio features too (the default, log-mel: no encoder
+    training, so a second), made once per session; what avatar training needs. Copy it before changing it."""
     import shutil
 
     from core.audio.features import AudioConfig, AudioFeaturesJob
@@ -114,7 +114,30 @@ def voiced_project(tracked_project, tmp_path_factory):
         if clip not in made:
             root = tmp_path_factory.mktemp("voiced") / Path(clip).stem
             shutil.copytree(tracked_project(clip), root)
-            run_job(AudioFeaturesJob(Project.open(root), AudioConfig(encoder="whisper")))
+            run_job(AudioFeaturesJob(Project.open(root), AudioConfig()))
+            made[clip] = root
+        return made[clip]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def trained_project(voiced_project, tmp_path_factory):
+    """clip name -> folder of a voiced project with an avatar trained on the tiny preset (seconds: it renders
+    blurry faces, but every stage downstream of training can run on it), made once per session."""
+    import shutil
+
+    from core.avatar.train import PRESETS, TrainAvatarJob
+    from core.jobs import run_job
+    from core.project import Project
+
+    made: dict[str, Path] = {}
+
+    def get(clip: str) -> Path:
+        if clip not in made:
+            root = tmp_path_factory.mktemp("trained") / Path(clip).stem
+            shutil.copytree(voiced_project(clip), root)
+            run_job(TrainAvatarJob(Project.open(root), PRESETS["tiny"]))
             made[clip] = root
         return made[clip]
 

@@ -177,6 +177,8 @@ def scan(
                                f"({e.strerror})") from e
 
     _check_complete(container, path, video, v_packets, ends)
+    if video is None and not ends:
+        raise MediaError(path, "has no audio samples (its audio track is empty)")
     if video is not None and not v_keys:
         raise MediaError(path, "is truncated or damaged: its video has no keyframe to start decoding from")
     _check_decodes(container, path, video or audio[0])

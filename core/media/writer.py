@@ -24,7 +24,8 @@ class VideoWriter:
 
     Nothing appears at `path` until `close()`; `abort()`, or leaving a `with` block on an exception, removes
     the partial file. Audio is encoded alongside the video (interleaved) and the track lasts exactly as long
-    as the audio given, whatever the number of frames.
+    as the audio given, whatever the number of frames. ``metadata`` goes into the container as it is, any key
+    (MP4 keeps the ones it has no atom for in its ``mdta`` list).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class VideoWriter:
         audio_rate: int = AUDIO_RATE,
         crf: int = 18,
         preset: str = "medium",
+        metadata: dict[str, str] | None = None,
     ):
         self.path = Path(path)
         self._state = "open"  # then "closed" (file in place) or "aborted" (file deleted)
@@ -61,7 +63,9 @@ class VideoWriter:
         except OSError as e:
             raise MediaError(self.path, f"cannot be written ({e.strerror or e})") from e
         with self._aborting_on_failure():
-            self._container = av.open(str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"})
+            self._container = av.open(str(self._tmp), "w", format="mp4",
+                                      options={"movflags": "+faststart+use_metadata_tags"})
+            self._container.metadata.update(metadata or {})
             self._video = self._container.add_stream(
                 "libx264", rate=self.fps, options={"crf": str(crf), "preset": preset})
             ctx = self._video.codec_context

@@ -1,0 +1,196 @@
+"""Dubbing: new speech -> the avatar speaking it over the source footage -> a finished H.264 + AAC mp4.
+
+Head pose, background and upper-face expression come from the source footage (its tracked blendshapes, or the
+project's edited ones); the mouth comes from the new speech through the project's audio encoder and the avatar.
+Each face is rendered, blurred a little and blended into the full-resolution source frame through the feathered
+face mask (Portrait-Sync). When the speech outlasts the footage, the footage runs forward and back (ping-pong),
+so the head never jumps and no frame shows twice in a row.
+
+The file is written beside its target and renamed into place only when complete: a cancel, a full disk or any
+error leaves no partial file. Every dub says what it is: container metadata marks it synthetic and made with
+Avatar Studio, and a visible watermark (on unless the config turns it off) says so on the picture.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core import __version__
+from core.audio.features import load_encoder
+from core.avatar.drive import Driver
+from core.avatar.views import expression
+from core.compose.portrait import PortraitConfig
+from core.compose.watermark import stamp
+from core.config import to_dict
+from core.errors import AvatarStudioError, MediaError
+from core.expression.edits import load_edits
+from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.media import AUDIO_RATE, FrameReader, VideoWriter, load_audio, probe
+from core.project import Project
+
+SIZES: dict[str, int | None] = {"source": None, "512": 512, "1080p": 1080}  # output height; None: the footage's
+_MAX_AUDIO_RATE = 48000  # the output's AAC rate is the speech's own, between 16 and 48 kHz
+# The render blurred by 0.5 px to the footage's softness before the feathered blend.
+DUB_PORTRAIT = PortraitConfig(blur=0.5)
+
+
+@dataclass(frozen=True)
+class DubConfig:
+    start: float = 0.0           # s into the speech where the dub begins
+    end: float | None = None     # s into the speech where it ends; None: at its end
+    source_start: int = 0        # the footage frame the dub's first frame shows
+    size: str = "source"         # a key of SIZES: the output's height (its width keeps the footage's aspect)
+    crf: int = 18                # H.264 quality, 0 (lossless) .. 51; 18 looks like the source
+    preset: str = "medium"       # x264's speed against file size
+    watermark: bool = True       # the visible "AI-generated" mark; the provenance metadata is always written
+    portrait: PortraitConfig = DUB_PORTRAIT
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise ValueError(f"output size {self.size!r} is not one of {', '.join(SIZES)}")
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise ValueError(f"the time range {self.start:g} s .. {self.end} s is empty")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be within 0..51, got {self.crf}")
+
+
+@dataclass
+class DubResult:
+    path: Path
+    frames: int
+    seconds: float                  # the dub's duration
+    fps: float                      # frames made per second of wall time, end to end
+    notes: list[str] = field(default_factory=list)  # what the user should know about the input
+
+
+def pingpong(k: np.ndarray | int, n: int) -> np.ndarray:
+    """The footage frame shown at dub frame ``k`` for footage of ``n`` frames: 0, 1, .., n-1, n-2, .., 1, 0, 1, .."""
+    k = np.asarray(k)
+    if n <= 1:
+        return np.zeros_like(k)
+    period = 2 * (n - 1)
+    m = k % period
+    return np.where(m < n, m, period - m)
+
+
+def output_size(source: tuple[int, int], size: str) -> tuple[int, int]:
+    """(W, H) of the dub for footage of ``source`` (W, H): both even (H.264's 4:2:0), the footage's aspect."""
+    w, h = source
+    height = SIZES[size] or h
+    return max(2, round(w * height / h / 2) * 2), max(2, height - height % 2)
+
+
+@dataclass
+class DubJob:
+    """Dub the project's footage with the speech in ``audio`` (any file core.media reads; a video's audio
+    track is used, and the result's notes say so) into ``out`` (.mp4)."""
+
+    project: Project
+    audio: Path
+    out: Path
+    config: DubConfig = DubConfig()
+    name: str = "Dub"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> DubResult:
+        config, project = self.config, self.project
+        audio_path, out = Path(self.audio), Path(self.out)
+        footage = project.checked_footage()
+        _check_output(out, [Path(footage.path), audio_path])
+        notes: list[str] = []
+        speech, rate = _speech(audio_path, notes)
+        fps = Fraction(footage.info["fps"])
+        duration = len(speech) / AUDIO_RATE
+        end = duration if config.end is None else min(config.end, duration)
+        if config.start >= end:
+            raise AvatarStudioError(f"the time range starts at {config.start:g} s, and {audio_path.name} ends at "
+                                    f"{duration:.2f} s")
+        n = max(1, round((end - config.start) * fps))
+
+        progress(Progress(0.0, "Reading the speech"))
+        features = load_encoder(project).features(_segment(speech, AUDIO_RATE, config.start, n, fps), n, fps,
+                                                  span(progress, 0.0, 0.05), cancel)           # [n,D]
+        sound = speech if rate == AUDIO_RATE else load_audio(audio_path, rate)
+        sound = _segment(sound, rate, config.start, n, fps)                                    # [n/fps*rate]
+        driver = Driver.load(project)
+        driver.portrait = config.portrait
+        frames = len(driver.views)
+        edits = load_edits(project, frames)
+        expr = driver.views.expr if edits is None else expression(edits)                        # [T,E]
+        if edits is not None:
+            notes.append("the upper face follows the project's edited expressions")
+        source = pingpong(np.arange(n) + config.source_start, frames)                          # [n]
+
+        metadata = {
+            "comment": f"Synthetic video: the face and lips were generated by Avatar Studio {__version__} "
+                       f"to speak {audio_path.name}",
+            "synthetic": "true",
+            "generator": f"Avatar Studio {__version__}",
+            "avatar_studio": json.dumps({"project": project.name, "speech": audio_path.name,
+                                         "dub": to_dict(config)}, sort_keys=True),
+        }
+        started = time.perf_counter()
+        with FrameReader(footage.path) as reader, \
+                VideoWriter(out, fps, output_size(reader.size, config.size), sound, rate, config.crf, config.preset,
+                            metadata) as video:
+            for k, s in enumerate(source.tolist()):
+                cancel.check(self.name)
+                frame = driver.frame(reader.read(s), s, driver.model.audio_window(features, k), expr[s])
+                if video.size != reader.size:
+                    shrink = video.size[1] < reader.size[1]
+                    frame = cv2.resize(frame, video.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+                video.write(stamp(frame) if config.watermark else frame)
+                elapsed = time.perf_counter() - started
+                rate_now = (k + 1) / elapsed
+                progress(Progress(0.05 + 0.95 * (k + 1) / n,
+                                  f"Frame {k + 1}/{n} · {rate_now:.1f} fps · {_clock((n - k - 1) / rate_now)} left",
+                                  {"frame": k + 1, "frames": n, "fps": rate_now}))
+            cancel.check(self.name)
+        seconds = time.perf_counter() - started
+        progress(Progress(1.0, f"Dubbed {n} frames ({float(n / fps):.1f} s) into {out.name}"))
+        return DubResult(out, n, float(n / fps), n / seconds, notes)
+
+
+def _check_output(out: Path, inputs: list[Path]) -> None:
+    """Fail before any work when ``out`` cannot be the dub's file."""
+    if out.suffix.lower() != ".mp4":
+        raise MediaError(out, "is not an .mp4 name: dubs are written as H.264 + AAC MP4 files")
+    if not out.parent.is_dir():
+        raise MediaError(out, f"cannot be written: the folder {out.parent} does not exist")
+    for p in inputs:
+        if p.exists() and out.exists() and out.resolve() == p.resolve():
+            raise MediaError(out, "is one of the dub's inputs: choose another output file")
+
+
+def _speech(path: Path, notes: list[str]) -> tuple[np.ndarray, int]:
+    """(float32 [S] at 16 kHz, the output's audio rate) of the speech file; a clear MediaError otherwise."""
+    info = probe(path)
+    if not info.has_audio:
+        raise MediaError(path, "has no audio track: choose a speech file" +
+                         (" (this video is silent)" if info.has_video else ""))
+    if info.has_video:
+        notes.append(f"{path.name} is a video: its audio track is used")
+    speech = load_audio(path) if info.audio[0].duration > 0 else np.zeros(0, np.float32)
+    if len(speech) == 0:
+        raise MediaError(path, "has no audio samples (its audio track is empty)")
+    return speech, min(max(info.audio[0].sample_rate, AUDIO_RATE), _MAX_AUDIO_RATE)
+
+
+def _segment(audio: np.ndarray, rate: int, start: float, n: int, fps: Fraction) -> np.ndarray:
+    """float32: exactly ``n`` frames' worth of ``audio`` from ``start`` s, zero-padded past its end."""
+    first, count = round(start * rate), round(n / fps * rate)
+    out = np.zeros(count, np.float32)
+    part = audio[first:first + count]
+    out[:len(part)] = part
+    return out
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 60}:{s % 60:02d}"

@@ -1,0 +1,1 @@
+"""Facial expression tracks: the upper-face blendshapes that drive the avatar, as tracked or as edited."""
