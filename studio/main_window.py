@@ -11,21 +11,24 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QM
                                QPushButton, QWidget)
 
 from core.audio.features import TRAINED, AudioConfig, AudioFeatures, AudioFeaturesJob
-from core.avatar.train import TrainAvatarJob, TrainConfig
+from core.avatar.train import AVATAR_FILE, TrainAvatarJob, TrainConfig
+from core.dub import DubJob, DubResult
 from core.errors import AvatarStudioError
 from core.jobs import Job
 from core.project import Project
 from studio.frames import FrameFetcher
 from studio.panels.audio import AudioPanel
+from studio.panels.export import ExportDialog
 from studio.panels.pose_curves import PoseCurvesPanel
 from studio.panels.project import ProjectPanel
 from studio.panels.timeline import TimelinePanel
 from studio.panels.tracking import TrackingPanel
 from studio.panels.training import TrainingPanel
-from studio.panels.viewport import LoadSplatsJob, ViewportPanel
 from studio.panels.viewer import ViewerPanel
+from studio.panels.viewport import LoadSplatsJob, ViewportPanel
 from studio.playback import Playback
-from studio.state import ImportJob, Opened, OpenFootageJob, StudioState, TrackForViewJob
+from studio.state import (DubForViewJob, Footage, ImportJob, Opened, OpenFootageJob, StudioState,
+                          TrackForViewJob)
 from studio.workers import JobWorker, start_job
 
 MAX_RECENT = 10
@@ -70,6 +73,8 @@ class MainWindow(QMainWindow):
         self.state.frame_changed.connect(self._request_frame)
         self.state.footage_changed.connect(self._footage_changed)
         self.state.project_changed.connect(self._update_title)
+        self.state.project_changed.connect(self._update_export)
+        self.state.footage_changed.connect(self._update_export)
         self.playback.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.project_panel.relink_requested.connect(self._relink_dialog)
         self.tracking_panel.run_requested.connect(self.track_face)
@@ -120,6 +125,10 @@ class MainWindow(QMainWindow):
         file.addSeparator()
         self.import_action = self._action("&Import Footage…", self._import_dialog, "Ctrl+I", file)
         file.addSeparator()
+        self.export_action = self._action("&Export Dub…", self.export_dialog, "Ctrl+E", file)
+        self.project_footage_action = self._action("Show Project &Footage", self.show_project_footage, None, file)
+        self._update_export()
+        file.addSeparator()
         self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, file)
 
         play = self.menuBar().addMenu("&Playback")
@@ -139,7 +148,7 @@ class MainWindow(QMainWindow):
 
         audio = self.menuBar().addMenu("&Audio")
         self._action("&Train Audio Encoder", lambda: self._audio_from_menu("ave+whisper"), None, audio)
-        self._action("&Extract Audio Features", lambda: self._audio_from_menu("whisper"), None, audio)
+        self._action("&Extract Audio Features", lambda: self._audio_from_menu("mel"), None, audio)
 
         avatar = self.menuBar().addMenu("A&vatar")
         self._action("&Train Avatar", lambda: self.train_avatar(), None, avatar)
@@ -178,6 +187,7 @@ class MainWindow(QMainWindow):
             return None
         self.playback.stop()
         self.import_action.setEnabled(False)
+        self.export_action.setEnabled(False)
         for w in (self.job_label, self.progress_bar, self.cancel_button):
             w.show()
         self.job_label.setText(job.name)
@@ -217,6 +227,7 @@ class MainWindow(QMainWindow):
         name = self.job.name if self.job else "Job"
         self.job = None
         self.import_action.setEnabled(True)
+        self._update_export()
         for w in (self.job_label, self.progress_bar, self.cancel_button):
             w.hide()
         return name
@@ -256,7 +267,8 @@ class MainWindow(QMainWindow):
         pr = self.state.project
         if pr is None:
             return
-        pr.view["frame"] = self.state.frame
+        if self.state.preview is None:  # with a dub shown, the footage's playhead was kept when it was exported
+            pr.view["frame"] = self.state.frame
         try:
             pr.save()
         except OSError as e:
@@ -356,11 +368,56 @@ class MainWindow(QMainWindow):
         self._job_failed(name, error)
 
     def _avatar_trained(self) -> None:
-        """Show the new avatar in the Viewport and play the footage from the playhead: the avatar speaks."""
+        """Show the new avatar in the Viewport and play the footage from the playhead: the avatar speaks (with a
+        dub in the Viewer, the footage comes back first; it plays when asked)."""
         self.viewport.load_avatar(show=True)
         self.viewport_dock.show()
         self.viewport_dock.raise_()
-        self.playback.play()
+        self._update_export()
+        if self.state.preview is not None:
+            self.show_project_footage()
+        else:
+            self.playback.play()
+
+    def export_dialog(self) -> ExportDialog | None:
+        """File ▸ Export Dub…: ask for the speech and the output (window-modal, never exec'd); the dub runs as a job
+        when the dialog is accepted. Returns the shown dialog."""
+        if not self.export_action.isEnabled():
+            return None
+        dialog = ExportDialog(self.state.project, Path(self._last_dir("speech")), Path(self._last_dir("dub")), self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.export_dub(dialog.job()))
+        dialog.open()
+        return dialog
+
+    def export_dub(self, job: DubJob) -> JobWorker | None:
+        """Dub in a job (progress and Cancel in the status bar), then show the dub in the Viewer."""
+        self.settings.setValue("dirs/speech", str(job.audio.parent))
+        self.settings.setValue("dirs/dub", str(job.out.parent))
+        return self.run_job(DubForViewJob(job), on_finished=lambda r: self._dub_finished(job, *r))
+
+    def _dub_finished(self, job: DubJob, result: DubResult, footage: Footage) -> None:
+        """Show the dub in the Viewer in the footage's place, view-only, and say what the user should know."""
+        made = f"{result.frames} frames ({result.seconds:.1f} s), made at {result.fps:.1f} frames/s"
+        message = "; ".join([f"Exported {result.path} — {made}", *result.notes])
+        if self.state.project is not job.project:  # another project was opened meanwhile: only tell
+            footage.reader.close()
+        else:
+            if self.state.preview is None:
+                job.project.view["frame"] = self.state.frame  # where Show Project Footage returns
+            self.state.show_preview(footage)
+        self.statusBar().showMessage(message, 20000)
+
+    def show_project_footage(self) -> None:
+        """Back from a dub in the Viewer to the project's footage, at the frame it was left at."""
+        if self.state.preview is not None:
+            self._open_footage(self.state.project.view.get("frame", 0))
+
+    def _update_export(self) -> None:
+        """Export needs a trained avatar and no job running; Show Project Footage, a dub in the Viewer."""
+        pr = self.state.project
+        self.export_action.setEnabled(self.job is None and pr is not None and pr.path(AVATAR_FILE).is_file())
+        self.project_footage_action.setEnabled(self.state.preview is not None)
 
     def relink_footage(self, path: str | Path) -> bool:
         pr = self.state.project
@@ -467,7 +524,7 @@ class MainWindow(QMainWindow):
         if self.recent_menu.isEmpty():
             self.recent_menu.addAction("(none)").setEnabled(False)
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.cancel_job()
         self.playback.stop()
         self.fetcher.close()

@@ -1,5 +1,6 @@
-"""The session's state, apart from any view: the open project, its opened footage and the playhead.
-Panels read it and listen to its signals; they change it only through its methods."""
+"""The session's state, apart from any view: the open project, its opened footage (or a file shown in its place,
+such as an exported dub) and the playhead. Panels read it and listen to its signals; they change it only through
+its methods."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from core.dub import DubJob, DubResult
+from core.errors import MediaError
 from core.ingest import AUDIO_FILE, IngestJob
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import FrameReader, load_audio
@@ -19,7 +22,8 @@ from core.tracking.track import TrackJob, load_tracking
 
 @dataclass
 class Footage:
-    """Footage opened for viewing: random-access frames and the 16 kHz speech track."""
+    """Footage opened for viewing: random-access frames and its sound (the project's 16 kHz speech track, or a
+    dub's own track at its rate)."""
 
     reader: FrameReader
     audio: np.ndarray  # float32 [S] mono
@@ -32,6 +36,19 @@ class Footage:
     @property
     def frame_count(self) -> int:
         return len(self.reader)
+
+    @classmethod
+    def open(cls, path: Path) -> Footage:
+        """A video file with sound (a dub) opened for viewing, its first audio track at the file's own rate."""
+        reader = FrameReader(path)
+        try:
+            if not reader.info.has_audio:
+                raise MediaError(path, "has no audio track")
+            rate = reader.info.audio[0].sample_rate
+            return cls(reader, load_audio(path, rate), rate)
+        except BaseException:
+            reader.close()
+            raise
 
 
 @dataclass
@@ -97,6 +114,19 @@ class TrackForViewJob:
         return load_tracking(self.project)
 
 
+@dataclass
+class DubForViewJob:
+    """Dub, then open the dub for the Viewer: one job, one progress bar."""
+
+    dub: DubJob
+    name: str = "Export dub"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> tuple[DubResult, Footage]:
+        result = self.dub.run(span(progress, 0.0, 0.98), cancel)
+        progress(Progress(0.98, f"Opening {result.path.name}"))
+        return result, Footage.open(result.path)  # not cancellable: the dub is written, showing it is quick
+
+
 class StudioState(QObject):
     project_changed = Signal()
     footage_changed = Signal()
@@ -109,7 +139,8 @@ class StudioState(QObject):
         self.project: Project | None = None
         self.footage: Footage | None = None
         self.footage_status: FootageStatus | None = None  # None until checked (off the UI thread)
-        self.tracking: dict[str, np.ndarray] | None = None  # tracking.npz of the current footage
+        self.tracking: dict[str, np.ndarray] | None = None  # tracking.npz of the project's footage
+        self.preview: Path | None = None  # the file shown in the footage's place (a dub); None: the footage itself
         self.frame = 0
         self.playing = False
 
@@ -119,13 +150,22 @@ class StudioState(QObject):
         self.project_changed.emit()
 
     def set_footage(self, footage: Footage | None, status: FootageStatus | None) -> None:
+        """Show the project's footage (None: none yet); its tracking is cleared until set."""
+        self._show(footage, status, None)
+        self.set_tracking(None)
+
+    def show_preview(self, footage: Footage) -> None:
+        """Show ``footage`` (a dub) view-only in the project's footage's place; the project, its footage status and
+        tracking stay as they are. ``set_footage`` brings the project's footage back."""
+        self._show(footage, self.footage_status, footage.reader.path)
+
+    def _show(self, footage: Footage | None, status: FootageStatus | None, preview: Path | None) -> None:
         if self.footage is not None and self.footage is not footage:
             self.footage.reader.close()
-        self.footage, self.footage_status = footage, status
+        self.footage, self.footage_status, self.preview = footage, status, preview
         self.frame = 0
         self.footage_changed.emit()
         self.frame_changed.emit(0)
-        self.set_tracking(None)
 
     def set_tracking(self, tracking: dict[str, np.ndarray] | None) -> None:
         if tracking is None and self.tracking is None:

@@ -33,6 +33,9 @@ def test_panel_waits_for_tracking(qtbot):
     assert panel.hint.isVisible() and "Track the face first" in panel.hint.text()
     state.set_tracking({"valid": np.ones(3, bool)})
     assert panel.run_button.isEnabled() and not panel.hint.isVisible()
+    assert panel.run_button.text() == "Extract" and not panel.steps_box.isEnabled()   # log-mel, the default
+    assert panel.config().encoder == "mel"
+    panel.set_encoder("ave+whisper")
     assert panel.run_button.text() == "Train" and panel.steps_box.isEnabled()
     panel.set_encoder("whisper")
     assert panel.run_button.text() == "Extract" and not panel.steps_box.isEnabled()

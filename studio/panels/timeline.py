@@ -6,7 +6,16 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSpinBox, QStyle, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QSpinBox,
+    QStyle,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio.playback import Playback
 from studio.state import StudioState
@@ -29,7 +38,7 @@ class TimecodeAxis(pg.AxisItem):
         super().__init__(orientation="bottom")
         self.state = state
 
-    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph API
+    def tickStrings(self, values, scale, spacing):
         fp = self.state.footage
         if fp is None:
             return super().tickStrings(values, scale, spacing)
@@ -99,7 +108,7 @@ class TimelinePanel(QWidget):
         playback.speed_changed.connect(lambda s: self.speed_label.setText(f"{s:+g}×" if s not in (0, 1) else ""))
         self._footage_changed()
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+    def sizeHint(self) -> QSize:
         return QSize(800, 200)
 
     def _button(self, icon: QIcon, tip: str, slot) -> QToolButton:
@@ -137,7 +146,9 @@ class TimelinePanel(QWidget):
         self.frame_box.blockSignals(True)
         self.frame_box.setRange(0, fp.frame_count - 1)
         self.frame_box.blockSignals(False)
+        self.cursor.blockSignals(True)  # clamping the old playhead to shorter footage is no seek: frame_changed follows
         self.cursor.setBounds((0, fp.frame_count - 1))
+        self.cursor.blockSignals(False)
         self.plot.setXRange(0, fp.frame_count - 1, padding=0.01)
         self.plot.getPlotItem().vb.setLimits(xMin=-0.05 * fp.frame_count, xMax=1.05 * fp.frame_count)
 

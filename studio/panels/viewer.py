@@ -1,4 +1,5 @@
-"""Viewer: the current frame, letterboxed to the panel, with its frame number and timecode."""
+"""Viewer: the current frame, letterboxed to the panel, with its frame number and timecode (and the file's name
+when a dub is shown in the footage's place)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class ViewerPanel(QWidget):
         w, h = int(iw * s), int(ih * s)
         return QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
 
-    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, _event) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(18, 18, 20))
         if self._image is None:
@@ -74,6 +75,8 @@ class ViewerPanel(QWidget):
         fp = self.state.footage
         if fp is not None and self.shown_index is not None:
             label = f"{timecode(self.shown_index, fp.fps)}   frame {self.shown_index} / {fp.frame_count - 1}"
+            if self.state.preview is not None:
+                label = f"{self.state.preview.name}   {label}"
             p.setPen(QColor(0, 0, 0, 160))
             r = QRect(8, self.height() - 28, self.width() - 16, 20)
             p.drawText(r.translated(1, 1), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
@@ -88,6 +91,8 @@ class ViewerPanel(QWidget):
 
     def _paint_overlays(self, p: QPainter) -> None:
         tr, i = self.state.tracking, self.shown_index
+        if self.state.preview is not None:
+            return  # the tracking is the footage's, not the dub's
         if tr is None or i is None or i >= len(tr["valid"]) or not (self.show_mesh or self.show_landmarks):
             return
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
