@@ -32,7 +32,7 @@ from core.config import to_dict
 from core.errors import AvatarStudioError, MediaError
 from core.expression.edits import load_edits
 from core.jobs import CancelToken, Progress, ProgressFn, span
-from core.media import AUDIO_RATE, FrameReader, VideoWriter, load_audio, probe
+from core.media import AUDIO_RATE, FrameReader, MediaInfo, VideoWriter, load_audio, probe
 from core.project import Project
 
 SIZES: dict[str, int | None] = {"source": None, "512": 512, "1080p": 1080}  # output height; None: the footage's
@@ -102,7 +102,7 @@ class DubJob:
         config, project = self.config, self.project
         audio_path, out = Path(self.audio), Path(self.out)
         footage = project.checked_footage()
-        _check_output(out, [Path(footage.path), audio_path])
+        check_output(out, [Path(footage.path), audio_path])
         notes: list[str] = []
         speech, rate = _speech(audio_path, notes)
         fps = Fraction(footage.info["fps"])
@@ -157,26 +157,36 @@ class DubJob:
         return DubResult(out, n, float(n / fps), n / seconds, notes)
 
 
-def _check_output(out: Path, inputs: list[Path]) -> None:
-    """Fail before any work when ``out`` cannot be the dub's file."""
+def check_output(out: Path, inputs: list[Path]) -> None:
+    """MediaError naming the problem when ``out`` cannot be the dub's file (checked before any work)."""
     if out.suffix.lower() != ".mp4":
         raise MediaError(out, "is not an .mp4 name: dubs are written as H.264 + AAC MP4 files")
     if not out.parent.is_dir():
         raise MediaError(out, f"cannot be written: the folder {out.parent} does not exist")
+    if out.is_dir():
+        raise MediaError(out, "is a folder: name the file to write")
     for p in inputs:
         if p.exists() and out.exists() and out.resolve() == p.resolve():
             raise MediaError(out, "is one of the dub's inputs: choose another output file")
 
 
-def _speech(path: Path, notes: list[str]) -> tuple[np.ndarray, int]:
-    """(float32 [S] at 16 kHz, the output's audio rate) of the speech file; a clear MediaError otherwise."""
+def speech_info(path: Path) -> MediaInfo:
+    """What the speech file holds; MediaError unless it has audio samples (a video's audio track counts)."""
     info = probe(path)
     if not info.has_audio:
         raise MediaError(path, "has no audio track: choose a speech file" +
                          (" (this video is silent)" if info.has_video else ""))
+    if info.audio[0].duration <= 0:
+        raise MediaError(path, "has no audio samples (its audio track is empty)")
+    return info
+
+
+def _speech(path: Path, notes: list[str]) -> tuple[np.ndarray, int]:
+    """(float32 [S] at 16 kHz, the output's audio rate) of the speech file; a clear MediaError otherwise."""
+    info = speech_info(path)
     if info.has_video:
         notes.append(f"{path.name} is a video: its audio track is used")
-    speech = load_audio(path) if info.audio[0].duration > 0 else np.zeros(0, np.float32)
+    speech = load_audio(path)
     if len(speech) == 0:
         raise MediaError(path, "has no audio samples (its audio track is empty)")
     return speech, min(max(info.audio[0].sample_rate, AUDIO_RATE), _MAX_AUDIO_RATE)

@@ -10,25 +10,12 @@ from fractions import Fraction
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
-from core.dub import SIZES, DubConfig, DubJob, output_size
+from core.dub import SIZES, DubConfig, DubJob, check_output, output_size, speech_info
 from core.errors import MediaError
-from core.media import MediaInfo, probe
+from core.media import MediaInfo
 from core.project import Project
 
 SPEECH_FILTER = ("Audio and video (*.wav *.mp3 *.m4a *.aac *.flac *.ogg *.opus *.mp4 *.mov *.mkv *.avi *.m4v *.webm)"
@@ -154,12 +141,7 @@ class ExportDialog(QDialog):
             self._say(self.speech_label, "Choose the speech: an audio file, or a video whose sound is used.")
         else:
             try:
-                info = probe(self.speech_path())
-                if not info.has_audio:
-                    raise MediaError(info.path, "has no audio track: choose a speech file" +
-                                     (" (this video is silent)" if info.has_video else ""))
-                if info.audio[0].duration <= 0:
-                    raise MediaError(info.path, "has no audio samples (its audio track is empty)")
+                info = speech_info(self.speech_path())
             except MediaError as e:
                 self._say(self.speech_label, f"{e.path.name} {e.problem}.", problem=True)
             else:
@@ -192,14 +174,11 @@ class ExportDialog(QDialog):
         problem = None
         if not self.output_edit.text().strip():
             problem = "Choose where to save the dub."
-        elif out.suffix.lower() != ".mp4":
-            problem = f"{out.name} is not an .mp4 name: dubs are H.264 + AAC MP4 files."
-        elif not out.parent.is_dir():
-            problem = f"The folder {out.parent} does not exist."
-        elif out.is_dir():
-            problem = f"{out} is a folder."
-        elif out.exists() and any(out.resolve() == p.resolve() for p in self._inputs() if p.exists()):
-            problem = f"{out.name} is one of the dub's inputs: choose another file."
+        else:
+            try:
+                check_output(out, self._inputs())
+            except MediaError as e:
+                problem = f"{e.path.name} {e.problem}."
         if problem:
             self._say(self.output_label, problem, problem=True)
         else:
