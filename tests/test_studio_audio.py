@@ -45,6 +45,7 @@ def test_panel_waits_for_tracking(qtbot):
 @pytest.mark.slow
 def test_train_from_the_panel_draws_curves_and_reports(window, qtbot, artifacts_dir):
     panel = window.audio_panel
+    panel.set_encoder("ave+whisper")
     panel.steps_box.setValue(20)
     panel.eval_box.setValue(10)
     arrived: list[dict] = []
@@ -75,6 +76,7 @@ def test_train_from_the_panel_draws_curves_and_reports(window, qtbot, artifacts_
 def test_cancel_training_stops_within_a_step(window, qtbot, tmp_path):
     """The job checks Cancel between training steps: it ends within one step (plus saving) of the click."""
     panel = window.audio_panel
+    panel.set_encoder("ave+whisper")
     panel.steps_box.setValue(2000)
     steps: list[float] = []  # arrival time of each step's metrics
     qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
