@@ -99,6 +99,7 @@ class DubJob:
     name: str = "Dub"
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> DubResult:
+        begun = time.perf_counter()
         config, project = self.config, self.project
         audio_path, out = Path(self.audio), Path(self.out)
         footage = project.checked_footage()
@@ -152,9 +153,8 @@ class DubJob:
                                   f"Frame {k + 1}/{n} · {rate_now:.1f} fps · {_clock((n - k - 1) / rate_now)} left",
                                   {"frame": k + 1, "frames": n, "fps": rate_now}))
             cancel.check(self.name)
-        seconds = time.perf_counter() - started
         progress(Progress(1.0, f"Dubbed {n} frames ({float(n / fps):.1f} s) into {out.name}"))
-        return DubResult(out, n, float(n / fps), n / seconds, notes)
+        return DubResult(out, n, float(n / fps), n / (time.perf_counter() - begun), notes)
 
 
 def check_output(out: Path, inputs: list[Path]) -> None:
