@@ -6,16 +6,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import (
-    QHBoxLayout,
-    QLabel,
-    QSizePolicy,
-    QSpinBox,
-    QStyle,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSpinBox, QStyle, QToolButton, QVBoxLayout, QWidget
 
 from studio.playback import Playback
 from studio.state import StudioState
@@ -38,7 +29,7 @@ class TimecodeAxis(pg.AxisItem):
         super().__init__(orientation="bottom")
         self.state = state
 
-    def tickStrings(self, values, scale, spacing):
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph API
         fp = self.state.footage
         if fp is None:
             return super().tickStrings(values, scale, spacing)
@@ -108,7 +99,7 @@ class TimelinePanel(QWidget):
         playback.speed_changed.connect(lambda s: self.speed_label.setText(f"{s:+g}×" if s not in (0, 1) else ""))
         self._footage_changed()
 
-    def sizeHint(self) -> QSize:
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(800, 200)
 
     def _button(self, icon: QIcon, tip: str, slot) -> QToolButton:

@@ -61,7 +61,7 @@ class ViewerPanel(QWidget):
         w, h = int(iw * s), int(ih * s)
         return QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
 
-    def paintEvent(self, _event) -> None:
+    def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(18, 18, 20))
         if self._image is None:
