@@ -80,11 +80,10 @@ def lips_and_seam(project: Project, out: Path) -> dict[str, float]:
     shown = pingpong(np.arange(n), t)                                                    # [n] source frames
     footage_open = mouth_opening(driver.views.landmarks[shown])
     features = load_encoder(project).features(load_audio(katie), n, Fraction(fps))
-    model, c = driver.model, driver.model.config
-    centre = model.audio_frames // 2 - c.readout_context - (c.readout_smooth - 1) // 2    # frame i's estimate
+    model = driver.model
     with torch.inference_mode():
-        estimate = np.array([model.mouth(torch.from_numpy(model.audio_window(features, i)))[centre, 0].item()
-                             for i in range(n)])
+        estimate = np.array([model.mouth(torch.from_numpy(model.audio_window(features, i)))[model.mouth_centre, 0]
+                             .item() for i in range(n)])
 
     errors = []
     with FrameReader(project.checked_footage().path) as source:

@@ -256,6 +256,7 @@ def test_mouth_readout_is_a_ridge_fit_in_context():
     model.fit_readout(features, mouth, np.arange(t))
     i = 200
     est = model.mouth(torch.from_numpy(model.audio_window(features, i))).numpy()     # [8,81]
-    first = i - model.audio_frames // 2 + 2 + 1                                      # the window's first centre
+    first = i - model.mouth_centre                                                   # the window's first centre
+    assert model.mouth_centre == model.audio_frames // 2 - 2 - 1
     smoothed = (mouth[first - 1:first + 7] + mouth[first:first + 8] + mouth[first + 1:first + 9]) / 3
     assert np.allclose(est, smoothed, atol=1e-2 * np.abs(mouth).max())

@@ -117,6 +117,12 @@ class AvatarModel(nn.Module):
         first = i - self.audio_frames // 2
         return features[np.clip(np.arange(first, first + self.audio_frames), 0, len(features) - 1)]
 
+    @property
+    def mouth_centre(self) -> int:
+        """Where frame i's own estimate lies in ``mouth(audio_window(features, i))``."""
+        c = self.config
+        return self.audio_frames // 2 - c.readout_context - (c.readout_smooth - 1) // 2
+
     def mouth(self, audio: Tensor) -> Tensor:
         """Mouth estimates [W,81] (z-scores) of the window's frames from its features [audio_frames, D]."""
         x = (audio - self.audio_mean) / self.audio_std                               # [W+2c+s-1,D]
@@ -125,7 +131,8 @@ class AvatarModel(nn.Module):
         raw = windows @ self.readout                                                   # [W+s-1,81]
         return F.avg_pool1d(raw.T[None], self.config.readout_smooth, stride=1)[0].T    # [W,81]
 
-    def fit_readout(self, features: np.ndarray, mouth: np.ndarray, frames: np.ndarray, standardise: bool = True) -> None:
+    def fit_readout(self, features: np.ndarray, mouth: np.ndarray, frames: np.ndarray,
+                    standardise: bool = True) -> None:
         """Set the audio statistics and the mouth readout from features [T,D] and standardised mouth targets
         [T,81] on the given training frames (ridge in its dual form: frames << dimensions). ``standardise``:
         scale each channel by its training statistics first; features already normalised per clip (the
