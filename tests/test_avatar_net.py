@@ -260,3 +260,35 @@ def test_mouth_readout_is_a_ridge_fit_in_context():
     assert model.mouth_centre == model.audio_frames // 2 - 2 - 1
     smoothed = (mouth[first - 1:first + 7] + mouth[first:first + 8] + mouth[first + 1:first + 9]) / 3
     assert np.allclose(est, smoothed, atol=1e-2 * np.abs(mouth).max())
+
+
+def test_lip_feature_reads_the_mouth_through_its_principal_components():
+    """fit_readout keeps the training mouths' first ``mouth_components`` principal directions: a mouth moved
+    along any other direction (the fourth used one or an unused one) gives the same lip feature, and one moved
+    along the first does not."""
+    import numpy as np
+
+    from core.audio.mouth import MOUTH_DIM
+    from core.avatar.model import AvatarConfig, AvatarModel
+
+    rng = np.random.default_rng(1)
+    t = 200
+    directions = np.linalg.qr(rng.normal(size=(MOUTH_DIM, MOUTH_DIM)))[0].T                   # [81,81] orthonormal
+    raw = rng.normal(size=(t, 4))
+    scores = np.linalg.qr(raw - raw.mean(0))[0] * [5.0, 4.0, 3.0, 2.0]                      # [T,4] uncorrelated
+    mouth = (scores @ directions[:4]).astype(np.float32)                                      # [T,81] in 4 directions
+    model = AvatarModel.empty(10, 4, AvatarConfig(mouth_components=3))
+    model.fit_readout(rng.normal(size=(t, 4)).astype(np.float32), mouth, np.arange(t))
+    projector = model.mouth_projector.double()
+    assert torch.allclose(projector @ projector, projector, atol=1e-5)                       # a projector
+    assert abs(torch.trace(projector).item() - 3) < 1e-4                                      # of rank 3
+    with torch.no_grad():
+        for p in model.audio.parameters():
+            p.normal_()
+        window = torch.from_numpy(mouth[:model.config.audio_window])                          # [W,81]
+        lip = model.lip_from_mouth(window)
+        for minor in (3, 10):
+            off = torch.from_numpy(directions[minor].astype(np.float32))
+            assert torch.allclose(model.lip_from_mouth(window + 3 * off), lip, atol=1e-3)
+        main = torch.from_numpy(directions[0].astype(np.float32))
+        assert not torch.allclose(model.lip_from_mouth(window + 3 * main), lip, atol=1e-2)

@@ -62,6 +62,26 @@ def test_densify_grows_within_budget_and_keeps_adam_in_step(voiced_project):
     assert not torch.equal(before, trainer.model.means.detach())  # the new parameters are the optimised ones
 
 
+def test_training_frames_read_tracked_mouths_and_held_out_frames_the_audio(voiced_project):
+    """Stage 2 deforms a training frame by the tracked mouths around it (the audio never reaches it) and a
+    held-out frame by its audio, as driving does; the tracked window stops at the last training frame."""
+    project = Project.open(voiced_project("may_13s.mp4"))
+    data = load_train_data(project, TINY)
+    model = initial_model(project, data, TINY)
+    with torch.no_grad():
+        for p in [*model.audio.parameters(), *model.deform.parameters()]:
+            p.normal_(std=0.5)
+    trainer = AvatarTrainer(model, data, TINY)
+    train_i, held_i = 20, data.n_train + 5
+    before = [trainer.render(i, stage=2)[1] for i in (train_i, held_i)]
+    data.audio[:] = np.roll(data.audio, 7, axis=0)                  # other audio for every frame
+    after = [trainer.render(i, stage=2)[1] for i in (train_i, held_i)]
+    assert torch.equal(before[0], after[0]) and not torch.allclose(before[1], after[1])
+    window = data.mouth_window(data.n_train - 1, model)                # [W,81] at the last training frame
+    assert np.array_equal(window[model.mouth_centre], data.mouth[data.n_train - 1])
+    assert np.array_equal(window[-1], data.mouth[data.n_train - 1])  # not the held-out frames after it
+
+
 def _train_cli(project: Path, steps: tuple[int, int]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "core.cli", "train", "--project", str(project), "--preset",

@@ -34,6 +34,7 @@ class AvatarConfig:
     readout_context: int = 5     # the mouth readout of frame j reads the features of frames j-5 .. j+5
     readout_ridge: float = 350.0  # its ridge weight on standardised features
     readout_smooth: int = 3      # the mouth estimates are averaged over this many frames (odd; 1: not at all)
+    mouth_components: int = 4    # the lip feature reads a mouth through its first principal components
 
 
 @dataclass
@@ -83,6 +84,11 @@ class AvatarModel(nn.Module):
         # of 896-d features fits 265 frames' mouths exactly and generalises poorly (held-out opening r 0.36
         # against the readout's 0.58 on may_13s), so the learnt part starts from the mouth estimate.
         self.register_buffer("readout", torch.zeros((2 * config.readout_context + 1) * audio_dim, MOUTH_DIM))
+        # The lip feature reads a mouth [81] projected onto the training mouths' first principal components
+        # (fit_readout), the few directions (opening, width, ...) that audio predicts and that hold 97% of the
+        # variance: training feeds the tracked mouths, driving the readout's estimates, and both then lie in
+        # the same small space, so the render follows an estimate as it follows a tracked mouth.
+        self.register_buffer("mouth_projector", torch.eye(MOUTH_DIM))                # [81,81]
         self.triplane = Triplane(config.triplane)
         self.attributes = AttributeMLP(self.triplane.out_dim, config.deform)
         self.audio = AudioProjection(MOUTH_DIM, config.deform)
@@ -133,10 +139,11 @@ class AvatarModel(nn.Module):
 
     def fit_readout(self, features: np.ndarray, mouth: np.ndarray, frames: np.ndarray,
                     standardise: bool = True) -> None:
-        """Set the audio statistics and the mouth readout from features [T,D] and standardised mouth targets
-        [T,81] on the given training frames (ridge in its dual form: frames << dimensions). ``standardise``:
-        scale each channel by its training statistics first; features already normalised per clip (the
-        ``mel`` encoder's) are read as they are, which keeps another voice's clip on its own scale."""
+        """Set the audio statistics, the mouth readout and the mouth projector from features [T,D] and
+        standardised mouth targets [T,81] on the given training frames (ridge in its dual form: frames <<
+        dimensions). ``standardise``: scale each channel by its training statistics first; features already
+        normalised per clip (the ``mel`` encoder's) are read as they are, which keeps another voice's clip on
+        its own scale."""
         seen = features[frames]
         if standardise:
             self.audio_mean.copy_(torch.from_numpy(seen.mean(0)))
@@ -152,10 +159,17 @@ class AvatarModel(nn.Module):
             y = torch.from_numpy(mouth[frames]).double()                               # [N,81]
             gram = a @ a.T + self.config.readout_ridge * torch.eye(len(frames), dtype=torch.float64)
             self.readout.copy_((a.T @ torch.linalg.solve(gram, y - y.mean(0))).float())
+            components = torch.linalg.svd(y - y.mean(0), full_matrices=False).Vh[:self.config.mouth_components]
+            self.mouth_projector.copy_((components.T @ components).float())             # [81,81]
 
     def lip(self, audio: Tensor) -> Tensor:
         """The lip feature [A] of a frame from its window of audio features [audio_frames, D]."""
-        return self.audio(self.mouth(audio)[None])[0]
+        return self.lip_from_mouth(self.mouth(audio))
+
+    def lip_from_mouth(self, mouth: Tensor) -> Tensor:
+        """The lip feature [A] of a frame from the mouths [W,81] (z-scores) of the W frames around it, the frame
+        itself at ``mouth_centre``: estimated from audio when driving, tracked when training."""
+        return self.audio((mouth @ self.mouth_projector)[None])[0]
 
     def forward(self, audio: Tensor | None = None, expr: Tensor | None = None) -> dict[str, Tensor]:
         """``rasterize``'s Gaussians for one frame driven by its window of audio features [W,D] and its expression
