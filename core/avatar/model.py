@@ -157,9 +157,10 @@ class AvatarModel(nn.Module):
             idx = torch.from_numpy(np.clip(frames[:, None] + np.arange(-c, c + 1), 0, len(features) - 1))
             a = x[idx].reshape(len(frames), -1).double()                               # [N,k*D]
             y = torch.from_numpy(mouth[frames]).double()                               # [N,81]
+            y = y - y.mean(0)
             gram = a @ a.T + self.config.readout_ridge * torch.eye(len(frames), dtype=torch.float64)
-            self.readout.copy_((a.T @ torch.linalg.solve(gram, y - y.mean(0))).float())
-            components = torch.linalg.svd(y - y.mean(0), full_matrices=False).Vh[:self.config.mouth_components]
+            self.readout.copy_((a.T @ torch.linalg.solve(gram, y)).float())
+            components = torch.linalg.svd(y, full_matrices=False).Vh[:self.config.mouth_components]   # [k,81]
             self.mouth_projector.copy_((components.T @ components).float())             # [81,81]
 
     def lip(self, audio: Tensor) -> Tensor:
