@@ -1,9 +1,10 @@
 """Audio features benchmark: per-subject AVE training figures (held-out), extraction speed, streaming cost.
 
-Run by hand: ``python benchmarks/audio.py [--steps N] [--clips may_13s katie_8s]``. One run prints:
-1. for each clip: the audio-visual encoder trained on its first 80% (ingest -> track -> audio stage), scored on
-   the last 20%: mouth-opening Pearson r, the sync offset found on the held-out audio and on the same audio
-   delayed by 5 frames, the sync score margin, and wall times;
+Run by hand: ``python benchmarks/audio.py [--steps N] [--clips may_13s katie_8s] [--seeds 0 1 2 3]``. One run
+prints:
+1. for each clip and training seed: the audio-visual encoder trained on its first 80% (ingest -> track -> audio
+   stage), scored on the last 20%: mouth-opening Pearson r, the sync offset found on the held-out audio and on
+   the same audio delayed by 5 frames, the sync score margin, and wall times;
 2. offline extraction speed as multiples of real time for each encoder on 60 s of speech;
 3. the streaming extractor's compute per 40 ms chunk and its end-to-end latency.
 """
@@ -46,7 +47,7 @@ def timed(fn):
 
 
 def train_clip(clip: str, config: AudioConfig, workdir: Path) -> dict[str, float]:
-    project = Project.create(workdir / clip)
+    project = Project.create(workdir / f"{clip}_seed{config.train.seed}")
     _, t_ingest = timed(lambda: run_job(IngestJob(project, MEDIA / f"{clip}.mp4")))
     _, t_track = timed(lambda: run_job(TrackJob(project)))
     result, t_audio = timed(lambda: run_job(AudioFeaturesJob(project, config)))
@@ -89,6 +90,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=None, help="AVE training steps (default: the config's)")
     ap.add_argument("--clips", nargs="*", default=["may_13s", "katie_8s"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[AudioConfig().train.seed],
+                    help="AVE training seeds, one row each (default: the config's)")
     args = ap.parse_args()
     config = AudioConfig(encoder="ave+whisper")
     if args.steps:
@@ -96,22 +99,31 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, AVE steps {config.train.steps}, width {config.train.width}")
 
     rows = {}
+    ave = None
     with tempfile.TemporaryDirectory() as tmp:
         for clip in args.clips:
-            rows[clip] = train_clip(clip, config, Path(tmp))
-        last_project = Project.open(Path(tmp) / args.clips[-1]) if args.clips else None
-        ave = AveEncoder.load(last_project.path("ave.pt")) if last_project else None
+            for seed in args.seeds:
+                seeded = replace(config, train=replace(config.train, seed=seed))
+                rows[clip, seed] = train_clip(clip, seeded, Path(tmp))
+                ave = AveEncoder.load(Path(tmp) / f"{clip}_seed{seed}" / "ave.pt")
 
     print("\n1. Audio-visual encoder trained per subject, scored on the held-out last 20%")
     print("Mouth-open r: Pearson r of a linear readout (core.audio.train_ave.mouth_probe, fitted on the training")
-    print("frames) against the tracked opening on the held-out frames, from the AVE, Whisper, or both.")
-    print("| clip | frames (held out) | mouth-open r AVE | r Whisper | r both | offset found "
+    print("frames) against the tracked opening on the held-out frames, from the AVE, Whisper, or both (one")
+    print("readout each, averaged).")
+    print("| clip | seed | frames (held out) | mouth-open r AVE | r Whisper | r both | offset found "
           "| offset, audio +5 frames | sync margin | ingest s | track s | audio stage s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for clip, r in rows.items():
-        print(f"| {clip} | {r['frames']} ({r['held_out']}) | {r['mouth_r_ave']:.3f} | {r['mouth_r_whisper']:.3f} "
-              f"| {r['mouth_r']:.3f} | {r['offset_frames']:+.0f} | {r['offset_shift']:+.0f} "
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (clip, seed), r in rows.items():
+        print(f"| {clip} | {seed} | {r['frames']} ({r['held_out']}) | {r['mouth_r_ave']:.3f} "
+              f"| {r['mouth_r_whisper']:.3f} | {r['mouth_r']:.3f} | {r['offset_frames']:+.0f} | {r['offset_shift']:+.0f} "
               f"| {r['sync_score']:.3f} | {r['ingest_s']:.1f} | {r['track_s']:.1f} | {r['audio_s']:.1f} |")
+    if len(args.seeds) > 1:
+        print("\n| clip | seeds | mouth-open r both: min | mean | max |")
+        print("|---|---|---|---|---|")
+        for clip in args.clips:
+            both = np.array([rows[clip, seed]["mouth_r"] for seed in args.seeds])
+            print(f"| {clip} | {len(both)} | {both.min():.3f} | {both.mean():.3f} | {both.max():.3f} |")
 
     speech = load_audio(MEDIA / "speech_en_60s_16k.wav")
     if ave is None:

@@ -9,7 +9,7 @@ Why ``mel`` by default: the avatar is driven by other voices than the footage's 
 fitted on may_13s reads katie_8s's voice at r 0.55-0.58 from it, against 0.35 from AVE + Whisper; on may_13s's
 own held-out 20% both reach about 0.58. The trained encoders stay for what only they do: the AVE learns this
 speaker's sound-to-mouth timing and the sync discriminator (the held-out offset check), Whisper is pretrained
-on 680k hours (AVE + Whisper read May's own held-out mouth at 0.67-0.69 in issue 5's probe).
+on 680k hours (AVE + Whisper read May's own held-out mouth at 0.62-0.73 over four AVE seeds in issue 5's probe).
 The project keeps a trained encoder (``ave.pt``), its resumable training state (``ave_train.pt``) and the
 footage's features (``audio_features.npz``) with the config that made them.
 """
@@ -169,6 +169,11 @@ class ConcatEncoder:
     def dim(self) -> int:
         return sum(p.dim for p in self.parts)
 
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """Each part's width, in the order of its columns."""
+        return tuple(p.dim for p in self.parts)
+
     def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
                  cancel: CancelToken | None = None) -> np.ndarray:
         report = progress or (lambda p: None)
@@ -218,8 +223,9 @@ class AudioFeaturesJob:
     """Make the footage's audio features; for the AVE, train it on the footage first (resumable).
 
     The report scores the features on the held-out last ``train.holdout`` of the frames: ``mouth_r``, the
-    Pearson r of a linear readout of the mouth opening (``mouth_r_ave``: from the AVE alone), and for a
-    trained AVE the sync offset it finds (``offset_frames``) and its sync margin (``sync_score``).
+    Pearson r of a linear readout of the mouth opening (for AVE + Whisper, one readout per encoder, averaged:
+    ``mouth_score``), ``mouth_r_ave`` the same from the AVE alone, and for a trained AVE the sync offset it
+    finds (``offset_frames``) and its sync margin (``sync_score``).
     """
 
     project: Project
@@ -262,7 +268,8 @@ class AudioFeaturesJob:
         cancel.check(self.name)
         if "mouth_r" in report:
             report["mouth_r_ave"] = report.pop("mouth_r")
-        report["mouth_r"] = mouth_score(features, tracking["landmarks"], config.train.holdout)
+        blocks = encoder.blocks if isinstance(encoder, ConcatEncoder) else None
+        report["mouth_r"] = mouth_score(features, tracking["landmarks"], config.train.holdout, blocks)
 
         # Everything is computed: the project changes as a whole from here.
         files = [FEATURES_FILE] + ([ENCODER_FILE, TRAIN_FILE] if trains else [])
