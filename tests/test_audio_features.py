@@ -216,7 +216,8 @@ def test_ave_job_caches_cancels_and_resumes_exactly(tracked_project, copy_projec
     cached = run_job(AudioFeaturesJob(Project.open(resumed.root), config), lambda p: messages.append(p.message))
     assert messages == ["Audio features are up to date"]
     np.testing.assert_array_equal(cached.features, done.features)
-    assert load_features(Project.open(resumed.root)).encoder == "ave+whisper-tiny.en"
+    saved = load_features(Project.open(resumed.root))
+    assert saved.encoder == "ave+whisper-tiny.en" and saved.blocks == done.blocks == (512, 384)
     new = load_encoder(Project.open(resumed.root))
     np.testing.assert_allclose(new.features(load_audio(resumed.path("audio_16k.wav")), 200, Fraction(25)),
                                done.features, atol=1e-5)

@@ -262,6 +262,35 @@ def test_mouth_readout_is_a_ridge_fit_in_context():
     assert np.allclose(est, smoothed, atol=1e-2 * np.abs(mouth).max())
 
 
+def test_mouth_readout_fits_each_encoder_block_apart_and_averages():
+    """With ``blocks`` (AVE + Whisper side by side) each block gets its own ridge, and the mouth estimate is
+    the mean of the two blocks' estimates, each as if fitted alone."""
+    import numpy as np
+
+    from core.audio.mouth import MOUTH_DIM
+    from core.avatar.model import AvatarConfig, AvatarModel
+
+    rng = np.random.default_rng(2)
+    t = 120
+    features = rng.normal(size=(t, 7)).astype(np.float32)
+    mouth = rng.normal(size=(t, MOUTH_DIM)).astype(np.float32)
+    config = AvatarConfig(readout_context=2)
+
+    def estimate(model: AvatarModel, feats: np.ndarray) -> np.ndarray:
+        return model.mouth(torch.from_numpy(model.audio_window(feats, 60))).numpy()   # [W,81]
+
+    fused = AvatarModel.empty(10, 7, config)
+    fused.fit_readout(features, mouth, np.arange(100), blocks=(4, 3))
+    alone = []
+    for part in (features[:, :4], features[:, 4:]):
+        model = AvatarModel.empty(10, part.shape[1], config)
+        model.fit_readout(part, mouth, np.arange(100))
+        alone.append(estimate(model, part))
+    assert np.allclose(estimate(fused, features), (alone[0] + alone[1]) / 2, atol=1e-4)
+    with pytest.raises(ValueError, match="add up"):
+        fused.fit_readout(features, mouth, np.arange(100), blocks=(4, 4))
+
+
 def test_lip_feature_reads_the_mouth_through_its_principal_components():
     """fit_readout keeps the training mouths' first ``mouth_components`` principal directions: a mouth moved
     along any other direction (the fourth used one or an unused one) gives the same lip feature, and one moved

@@ -62,6 +62,7 @@ class AudioFeatures:
     features: np.ndarray                 # float32 [T,D], one per video frame
     encoder: str
     report: dict[str, float] = field(default_factory=dict)  # held-out scores (see AudioFeaturesJob)
+    blocks: tuple[int, ...] = ()         # each encoder's width when several lie side by side; () for one
 
 
 class FeatureEncoder(Protocol):
@@ -208,7 +209,8 @@ def load_features(project: Project) -> AudioFeatures:
     data = load_npz(path) if path.is_file() else None
     if data is None or "features" not in data:
         raise ProjectError(path, "no audio features: run the audio stage first (avatar-studio-cli audio)")
-    return AudioFeatures(data["features"], str(data["encoder"]), json.loads(str(data["report"])))
+    blocks = tuple(int(b) for b in data["blocks"]) if "blocks" in data else ()
+    return AudioFeatures(data["features"], str(data["encoder"]), json.loads(str(data["report"])), blocks)
 
 
 def _saved_config(project: Project) -> AudioConfig:
@@ -268,7 +270,7 @@ class AudioFeaturesJob:
         cancel.check(self.name)
         if "mouth_r" in report:
             report["mouth_r_ave"] = report.pop("mouth_r")
-        blocks = encoder.blocks if isinstance(encoder, ConcatEncoder) else None
+        blocks = encoder.blocks if isinstance(encoder, ConcatEncoder) else ()
         report["mouth_r"] = mouth_score(features, tracking["landmarks"], config.train.holdout, blocks)
 
         # Everything is computed: the project changes as a whole from here.
@@ -277,12 +279,13 @@ class AudioFeaturesJob:
             ave.save(self.project.path(ENCODER_FILE), report)
         save_npz(self.project.path(FEATURES_FILE), {
             "features": features, "encoder": np.array(encoder.id), "report": np.array(json.dumps(report)),
+            "blocks": np.array(blocks, np.int64),
             "config_json": np.array(json.dumps(to_dict(config), sort_keys=True)),
         })
         self.project.record_stage(STAGE, files, to_dict(config), inputs)
         self.project.save()
         progress(Progress(1.0, f"Audio features: {n_frames} frames x {encoder.dim} ({encoder.id})"))
-        return AudioFeatures(features, encoder.id, report)
+        return AudioFeatures(features, encoder.id, report, blocks)
 
     def _trained_encoder(self, config: AudioConfig, video: str, audio: np.ndarray, fps: Fraction,
                          tracking: dict[str, np.ndarray], progress: ProgressFn,

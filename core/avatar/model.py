@@ -9,7 +9,9 @@ from the camera, cm), so a frame's camera is its stabilised head pose.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -138,12 +140,14 @@ class AvatarModel(nn.Module):
         return F.avg_pool1d(raw.T[None], self.config.readout_smooth, stride=1)[0].T    # [W,81]
 
     def fit_readout(self, features: np.ndarray, mouth: np.ndarray, frames: np.ndarray,
-                    standardise: bool = True) -> None:
+                    standardise: bool = True, blocks: Sequence[int] = ()) -> None:
         """Set the audio statistics, the mouth readout and the mouth projector from features [T,D] and
         standardised mouth targets [T,81] on the given training frames (ridge in its dual form: frames <<
         dimensions). ``standardise``: scale each channel by its training statistics first; features already
         normalised per clip (the ``mel`` encoder's) are read as they are, which keeps another voice's clip on
-        its own scale."""
+        its own scale. ``blocks``: the widths of encoders whose features lie side by side (AVE + Whisper); each
+        gets its own ridge and the estimates are averaged, as in core.audio.train_ave.mouth_score, so an encoder
+        trained on these very frames does not crowd out one that generalises."""
         seen = features[frames]
         if standardise:
             self.audio_mean.copy_(torch.from_numpy(seen.mean(0)))
@@ -151,15 +155,21 @@ class AvatarModel(nn.Module):
         else:
             self.audio_mean.zero_()
             self.audio_std.fill_(1.0)
-        c = self.config.readout_context
+        c, d = self.config.readout_context, features.shape[1]
+        edges = np.cumsum([0, *(blocks or [d])])
+        if edges[-1] != d:
+            raise ValueError(f"blocks {list(blocks)} do not add up to the features' width {d}")
         with torch.no_grad():
             x = (torch.from_numpy(features) - self.audio_mean) / self.audio_std       # [T,D]
             idx = torch.from_numpy(np.clip(frames[:, None] + np.arange(-c, c + 1), 0, len(features) - 1))
-            a = x[idx].reshape(len(frames), -1).double()                               # [N,k*D]
             y = torch.from_numpy(mouth[frames]).double()                               # [N,81]
             y = y - y.mean(0)
-            gram = a @ a.T + self.config.readout_ridge * torch.eye(len(frames), dtype=torch.float64)
-            self.readout.copy_((a.T @ torch.linalg.solve(gram, y)).float())
+            readout = torch.zeros(2 * c + 1, d, MOUTH_DIM, dtype=torch.float64)        # [k,D,81]
+            for lo, hi in pairwise(edges):
+                a = x[idx][:, :, lo:hi].reshape(len(frames), -1).double()             # [N,k*w]
+                gram = a @ a.T + self.config.readout_ridge * torch.eye(len(frames), dtype=torch.float64)
+                readout[:, lo:hi] = (a.T @ torch.linalg.solve(gram, y)).view(2 * c + 1, hi - lo, -1)
+            self.readout.copy_((readout / (len(edges) - 1)).reshape(-1, MOUTH_DIM).float())
             components = torch.linalg.svd(y, full_matrices=False).Vh[:self.config.mouth_components]   # [k,81]
             self.mouth_projector.copy_((components.T @ components).float())             # [81,81]
 

@@ -130,6 +130,7 @@ class TrainData:
     images: np.ndarray        # uint8 [T,S,S,3] the face crops
     audio: np.ndarray         # float32 [T,D] audio features
     normalised: bool          # whether they come normalised per clip (the mel encoder's), not to be rescaled
+    blocks: tuple[int, ...]   # each encoder's width in audio when several lie side by side; () for one
     mouth: np.ndarray         # float32 [T,81] the tracked mouth (core.audio.mouth.mouth_targets), standardised
     template: np.ndarray      # float [468,3] the subject's fitted face template, head space cm
     n_train: int              # frames [0, n_train) are trained on
@@ -179,7 +180,7 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
     n_train = training_frames(len(views), config.holdout)
     mouth = mouth_targets(views.landmarks)                                               # [T,81]
     mouth = (mouth - mouth[:n_train].mean(0)) / (mouth[:n_train].std(0) + 1e-6)
-    return TrainData(views, images, audio.astype(np.float32), features.encoder == MelEncoder.id,
+    return TrainData(views, images, audio.astype(np.float32), features.encoder == MelEncoder.id, features.blocks,
                      mouth.astype(np.float32), tracking["template"], n_train)
 
 
@@ -194,7 +195,8 @@ def initial_model(project: Project, data: TrainData, config: TrainConfig) -> Ava
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = AvatarModel(head.splats, float(data.template[NOSE_TIP, 1]), data.audio.shape[1], config.avatar)
-    model.fit_readout(data.audio, data.mouth, np.arange(data.n_train), standardise=not data.normalised)
+    model.fit_readout(data.audio, data.mouth, np.arange(data.n_train), standardise=not data.normalised,
+                      blocks=data.blocks)
     return model
 
 
