@@ -46,8 +46,9 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def train_clip(clip: str, config: AudioConfig, workdir: Path) -> dict[str, float]:
-    project = Project.create(workdir / f"{clip}_seed{config.train.seed}")
+def train_clip(clip: str, config: AudioConfig, root: Path) -> dict[str, float]:
+    """The audio stage's figures for a new project at ``root`` made from ``clip``."""
+    project = Project.create(root)
     _, t_ingest = timed(lambda: run_job(IngestJob(project, MEDIA / f"{clip}.mp4")))
     _, t_track = timed(lambda: run_job(TrackJob(project)))
     result, t_audio = timed(lambda: run_job(AudioFeaturesJob(project, config)))
@@ -99,13 +100,14 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, AVE steps {config.train.steps}, width {config.train.width}")
 
     rows = {}
-    ave = None
+    root = None
     with tempfile.TemporaryDirectory() as tmp:
         for clip in args.clips:
             for seed in args.seeds:
                 seeded = replace(config, train=replace(config.train, seed=seed))
-                rows[clip, seed] = train_clip(clip, seeded, Path(tmp))
-                ave = AveEncoder.load(Path(tmp) / f"{clip}_seed{seed}" / "ave.pt")
+                root = Path(tmp) / f"{clip}_seed{seed}"
+                rows[clip, seed] = train_clip(clip, seeded, root)
+        ave = AveEncoder.load(root / "ave.pt") if root else None
 
     print("\n1. Audio-visual encoder trained per subject, scored on the held-out last 20%")
     print("Mouth-open r: Pearson r of a linear readout (core.audio.train_ave.mouth_probe, fitted on the training")

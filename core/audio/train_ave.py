@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -242,8 +243,17 @@ def held_out_r(context: np.ndarray, opening: np.ndarray, n_train: int) -> float:
     return pearson(pred, opening[n_train:])
 
 
+def feature_blocks(blocks: Sequence[int], width: int) -> list[slice]:
+    """The column slices of encoders ``blocks`` wide that lie side by side in features ``width`` wide (one
+    slice over all of them for no blocks); ValueError when the widths do not add up."""
+    edges = np.cumsum([0, *(blocks or [width])])
+    if edges[-1] != width:
+        raise ValueError(f"blocks {list(blocks)} do not add up to the features' width {width}")
+    return [slice(int(lo), int(hi)) for lo, hi in pairwise(edges)]
+
+
 def mouth_score(features: np.ndarray, landmarks: np.ndarray, holdout: float,
-                blocks: Sequence[int] | None = None) -> float:
+                blocks: Sequence[int] = ()) -> float:
     """Held-out Pearson r of the mouth-opening prediction from per-frame features [T,D] (5-frame context)
     against the opening of landmarks [T,478,2]; the last ``holdout`` of the frames is held out. NaN if too short.
 
@@ -259,10 +269,8 @@ def mouth_score(features: np.ndarray, landmarks: np.ndarray, holdout: float,
         return float("nan")
     opening = mouth_opening(landmarks)
     context = np.clip(np.arange(t)[:, None] + CONTEXT, 0, t - 1)                             # [T,5]
-    if blocks and sum(blocks) != features.shape[1]:
-        raise ValueError(f"blocks {list(blocks)} do not add up to the features' width {features.shape[1]}")
-    parts = np.split(features, np.cumsum(blocks)[:-1], axis=1) if blocks else [features]
-    preds = [mouth_probe(x[:n], opening[:n], x[n:]) for x in (p[context].reshape(t, -1) for p in parts)]
+    parts = [features[:, cols][context].reshape(t, -1) for cols in feature_blocks(blocks, features.shape[1])]
+    preds = [mouth_probe(x[:n], opening[:n], x[n:]) for x in parts]                        # [T-n] each
     return pearson(np.mean(preds, axis=0), opening[n:])
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.audio.mouth import MOUTH_DIM
+from core.audio.train_ave import feature_blocks
 from core.avatar.deform import AttributeMLP, AudioProjection, DeformationField, DeformBasis, DeformConfig
 from core.avatar.gaussians import InitConfig
 from core.avatar.triplane import Triplane, TriplaneConfig
@@ -156,20 +156,19 @@ class AvatarModel(nn.Module):
             self.audio_mean.zero_()
             self.audio_std.fill_(1.0)
         c, d = self.config.readout_context, features.shape[1]
-        edges = np.cumsum([0, *(blocks or [d])])
-        if edges[-1] != d:
-            raise ValueError(f"blocks {list(blocks)} do not add up to the features' width {d}")
+        parts = feature_blocks(blocks, d)
         with torch.no_grad():
             x = (torch.from_numpy(features) - self.audio_mean) / self.audio_std       # [T,D]
             idx = torch.from_numpy(np.clip(frames[:, None] + np.arange(-c, c + 1), 0, len(features) - 1))
+            windows = x[idx].double()                                                  # [N,k,D]
             y = torch.from_numpy(mouth[frames]).double()                               # [N,81]
             y = y - y.mean(0)
             readout = torch.zeros(2 * c + 1, d, MOUTH_DIM, dtype=torch.float64)        # [k,D,81]
-            for lo, hi in pairwise(edges):
-                a = x[idx][:, :, lo:hi].reshape(len(frames), -1).double()             # [N,k*w]
+            for cols in parts:
+                a = windows[:, :, cols].reshape(len(frames), -1)                       # [N,k*w]
                 gram = a @ a.T + self.config.readout_ridge * torch.eye(len(frames), dtype=torch.float64)
-                readout[:, lo:hi] = (a.T @ torch.linalg.solve(gram, y)).view(2 * c + 1, hi - lo, -1)
-            self.readout.copy_((readout / (len(edges) - 1)).reshape(-1, MOUTH_DIM).float())
+                readout[:, cols] = (a.T @ torch.linalg.solve(gram, y)).view(2 * c + 1, -1, MOUTH_DIM)
+            self.readout.copy_((readout / len(parts)).reshape(-1, MOUTH_DIM).float())
             components = torch.linalg.svd(y, full_matrices=False).Vh[:self.config.mouth_components]   # [k,81]
             self.mouth_projector.copy_((components.T @ components).float())             # [81,81]
 
