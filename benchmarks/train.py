@@ -3,7 +3,10 @@
 Run by hand: ``python benchmarks/train.py [--preset cpu-draft] [--clips may_13s katie_8s] [--steps S1 S2]
 [--keep DIR]`` (``--keep``: make the projects in DIR and leave them there, e.g. to dub with the avatars).
 For each clip: ingest -> track -> audio (default encoder) -> train (the preset) -> eval, in a fresh project, then
-the baselines of core.baselines ("mean face", "audio retrieval") on the same held-out frames (the last 20%).
+the baselines of core.baselines ("mean face", "audio retrieval") on the same held-out frames (the last 20%), and
+the avatar once more with its lips driven by the held-out frames' tracked mouths instead of their audio: not a
+method (it reads the answer), but the renderer's best case, so the gap to "avatar (ours)" is what the
+audio-to-mouth estimate loses.
 One table: face-region PSNR, full-frame PSNR, SSIM, centred and raw mouth LMD (px), the mouth-opening Pearson r
 at the best lag within ±3 frames, and wall time per stage.
 """
@@ -52,12 +55,13 @@ def run_clip(clip: str, config, workdir: Path) -> tuple[dict[str, dict[str, floa
     _, times["audio"] = timed(lambda: run_job(AudioFeaturesJob(project)))
     _, times["train"] = timed(lambda: run_job(TrainAvatarJob(project, config)))
     ours, times["eval"] = timed(lambda: run_job(EvalJob(project)))
+    tracked, _ = timed(lambda: run_job(EvalJob(project, "tracked")))
     tracking = load_tracking(project)
     fps = Fraction(project.checked_footage().info["fps"])
     base, times["baselines"] = timed(lambda: baselines(project.checked_footage().path,
                                                        load_audio(project.path(AUDIO_FILE)),
                                                        tracking["landmarks"], fps, config.holdout))
-    return {"avatar (ours)": ours, **base}, times
+    return {"avatar (ours)": ours, **base, "avatar, tracked mouths": tracked}, times
 
 
 def main() -> None:

@@ -140,15 +140,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from core.avatar.evaluate import EVAL_FILE, VIDEO_FILE, EvalJob
+    from core.avatar.evaluate import EvalJob, eval_files
 
     project = Project.open(args.project)
-    r = run_with_bar(EvalJob(project))
-    say(f"Held-out frames {r['first_frame']}-{r['first_frame'] + r['frames'] - 1} of {project.name}:")
+    r = run_with_bar(EvalJob(project, args.mouth))
+    say(f"Held-out frames {r['first_frame']}-{r['first_frame'] + r['frames'] - 1} of {project.name}, "
+        f"lips driven by their {'audio' if args.mouth == 'audio' else 'tracked mouths'}:")
     say(f"  face PSNR {r['face_psnr']:.2f} dB, full-frame PSNR {r['full_psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
     say(f"  mouth LMD {r['lmd_centred']:.2f} px centred, {r['lmd_raw']:.2f} px raw; "
         f"mouth-opening r {r['mouth_r']:.3f} (lag {r['mouth_lag']:+.0f})")
-    say(f"  written: {project.path(EVAL_FILE)}, {project.path(VIDEO_FILE)}")
+    say("  written: " + ", ".join(str(project.path(f)) for f in eval_files(args.mouth)))
     return 0
 
 
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="score the avatar on the held-out frames: PSNR, SSIM, LMD, mouth sync; "
                                     "writes eval.json and a side-by-side eval.mp4")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.add_argument("--mouth", choices=("audio", "tracked"), default="audio",
+                   help="what drives the lips: the held-out audio (default), or the footage's tracked mouths, "
+                        "the renderer's best case (writes eval_tracked.json and eval_tracked.mp4)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("dub", help="make the avatar speak new audio over the footage: an H.264 + AAC mp4, marked "

@@ -142,7 +142,7 @@ class DubJob:
                             metadata) as video:
             for k, s in enumerate(source.tolist()):
                 cancel.check(self.name)
-                frame = driver.frame(reader.read(s), s, driver.model.audio_window(features, k), expr[s])
+                frame = driver.frame(reader.read(s), s, driver.lip(driver.model.audio_window(features, k)), expr[s])
                 if video.size != reader.size:
                     shrink = video.size[1] < reader.size[1]
                     frame = cv2.resize(frame, video.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)

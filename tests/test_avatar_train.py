@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.avatar.evaluate import EVAL_FILE, VIDEO_FILE, EvalJob
+from core.avatar.drive import Driver
+from core.avatar.evaluate import EVAL_FILE, VIDEO_FILE, EvalJob, eval_files
 from core.avatar.train import (AVATAR_FILE, CHECKPOINT_FILE, PRESETS, AvatarTrainer, TrainAvatarJob, TrainConfig,
                                initial_model, load_avatar, load_train_data, preset)
 from core.config import from_dict, to_dict
@@ -176,6 +177,34 @@ def test_eval_scores_held_out_frames_and_writes_the_video(voiced_project, copy_p
     from PIL import Image
 
     Image.fromarray(frames[30]).save(artifacts_dir / "avatar_eval_tiny.png")
+
+
+def test_tracked_mouths_drive_the_lips_as_training_fed_them(trained_project, copy_project):
+    """The renderer's best case reads a frame's tracked mouths exactly as training did, and a held-out frame
+    its own tracked mouth, which training never saw."""
+    project = Project.open(copy_project(trained_project("may_13s.mp4")))
+    driver = Driver.load(project)
+    model, data = driver.model, load_train_data(project, driver.config)
+    i = data.n_train // 2
+    with torch.no_grad():
+        trained = model.lip_from_mouth(torch.from_numpy(data.mouth_window(i, model)))
+    torch.testing.assert_close(driver.tracked_lip(i), trained)
+    j = len(data) - 3
+    window = model.mouth_window(driver.mouths, j, len(data) - 1)                   # [W,81]
+    np.testing.assert_array_equal(window[model.mouth_centre], data.mouth[j])
+    assert not np.allclose(data.mouth_window(j, model), window)                  # training's is clamped to its frames
+    with pytest.raises(ValueError, match="mouth must be one of"):
+        EvalJob(project, "video")
+
+
+@pytest.mark.slow
+def test_eval_with_tracked_mouths_writes_its_own_report(trained_project, copy_project):
+    project = Project.open(copy_project(trained_project("may_13s.mp4")))
+    report = run_job(EvalJob(project, "tracked"))
+    report_file, video_file = eval_files("tracked")
+    assert json.loads(project.path(report_file).read_text()) == report and report["mouth"] == "tracked"
+    assert report["frames"] == 66 and np.isfinite(report["mouth_r"]) and np.isfinite(report["lmd_centred"])
+    assert project.path(video_file).is_file() and not project.path(EVAL_FILE).exists()
 
 
 def test_gpu_quality_path_runs_up_to_the_backend_call(voiced_project, copy_project, monkeypatch):

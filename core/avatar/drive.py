@@ -1,5 +1,5 @@
-"""Driving a trained avatar: a source frame's head pose and crop, an audio window and an expression -> the face
-rendered and composited into that frame (SyncTalk++'s Portrait-Sync Generator). Evaluation, dubbing and the
+"""Driving a trained avatar: a source frame's head pose and crop, a lip feature (from an audio window, or from the
+footage's own tracked mouths) and an expression -> the face rendered and composited into that frame (SyncTalk++'s Portrait-Sync Generator). Evaluation, dubbing and the
 studio's playback all render through here.
 """
 
@@ -11,8 +11,9 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from core.audio.train_ave import training_frames
 from core.avatar.model import AvatarModel, Canonical
-from core.avatar.train import AVATAR_FILE, TrainConfig, load_avatar
+from core.avatar.train import AVATAR_FILE, TrainConfig, load_avatar, standardised_mouths
 from core.avatar.views import FootageViews
 from core.compose.portrait import PortraitConfig, composite
 from core.project import Project
@@ -39,26 +40,41 @@ class Driver:
         with torch.inference_mode():
             return self.model.canonical()
 
-    def gaussians(self, audio: np.ndarray, expr: np.ndarray) -> dict[str, torch.Tensor]:
-        """``rasterize``'s Gaussians [N,...] driven by the audio window [F,D] (``model.audio_window``) and the
+    @cached_property
+    def mouths(self) -> np.ndarray:
+        """float32 [T,81]: the footage's tracked mouths as the lip feature reads them in training (z-scores)."""
+        return standardised_mouths(self.views.landmarks, training_frames(len(self.views), self.config.holdout))
+
+    def lip(self, audio: np.ndarray) -> torch.Tensor:
+        """The lip feature [A] that the audio window [F,D] (``model.audio_window``) drives: how the avatar speaks."""
+        with torch.inference_mode():
+            return self.model.lip(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))
+
+    def tracked_lip(self, source: int) -> torch.Tensor:
+        """The lip feature [A] of the footage's own tracked mouths around frame ``source``: the avatar replays the
+        footage's lips, the renderer's best case, with no audio-to-mouth estimate between."""
+        with torch.inference_mode():
+            return self.model.lip_from_mouth(torch.from_numpy(self.model.mouth_window(self.mouths, source,
+                                                                                      len(self.mouths) - 1)))
+
+    def gaussians(self, lip: torch.Tensor, expr: np.ndarray) -> dict[str, torch.Tensor]:
+        """``rasterize``'s Gaussians [N,...] driven by the lip feature [A] (``lip`` or ``tracked_lip``) and the
         expression [E]."""
         with torch.inference_mode():
-            lip = self.model.lip(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))     # [A]
-            return self.model.gaussians(lip, torch.from_numpy(np.ascontiguousarray(expr, np.float32)),
-                                        self.canonical)
+            return self.model.gaussians(lip, torch.from_numpy(np.ascontiguousarray(expr, np.float32)), self.canonical)
 
-    def render(self, source: int, audio: np.ndarray, expr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, source: int, lip: torch.Tensor, expr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rgb float32 [S,S,3], alpha float32 [S,S]) of the face crop of source frame ``source``, driven by the
-        audio window [F,D] (``model.audio_window``) and the expression [E]."""
-        gaussians = self.gaussians(audio, expr)
+        lip feature [A] and the expression [E]."""
+        gaussians = self.gaussians(lip, expr)
         with torch.inference_mode():
             out = rasterize(**gaussians, camera=self.views.camera(source), background=torch.zeros(3),
                             backend=self.config.backend)
         return out.rgb.clamp(0, 1).numpy(), out.alpha[..., 0].numpy()
 
-    def frame(self, source_frame: np.ndarray, source: int, audio: np.ndarray, expr: np.ndarray) -> np.ndarray:
+    def frame(self, source_frame: np.ndarray, source: int, lip: torch.Tensor, expr: np.ndarray) -> np.ndarray:
         """uint8 [H,W,3]: ``source_frame`` (frame ``source`` of the footage) with the driven face blended in."""
-        rgb, _ = self.render(source, audio, expr)
+        rgb, _ = self.render(source, lip, expr)
         h, w = source_frame.shape[:2]
         full = self.views.crops.paste(rgb, source, (w, h))                                # [H,W,3]
         return composite(source_frame, full, self.views.landmarks[source], self.portrait)

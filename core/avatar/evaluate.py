@@ -2,6 +2,10 @@
 rendered from its own audio and tracked expression under its own head pose, composited into the real frame,
 and scored like the baselines (core.baselines.score). Writes ``eval.json`` and a side-by-side ``eval.mp4``
 (real | avatar) with the held-out audio.
+
+``mouth="tracked"`` drives the lips by the held-out frames' own tracked mouths instead of their audio (written to
+``eval_tracked.json`` and ``eval_tracked.mp4``): the renderer's best case. Its gap to the audio-driven figures is
+what the audio-to-mouth estimate loses, apart from what the renderer loses.
 """
 
 from __future__ import annotations
@@ -23,15 +27,28 @@ from core.project import Project
 
 EVAL_FILE = "eval.json"
 VIDEO_FILE = "eval.mp4"
+MOUTHS = ("audio", "tracked")   # what drives the lips in evaluation
+
+
+def eval_files(mouth: str = "audio") -> tuple[str, str]:
+    """The report's and the side-by-side video's file names for an evaluation whose lips ``mouth`` drives."""
+    if mouth not in MOUTHS:
+        raise ValueError(f"mouth must be one of {MOUTHS}, got {mouth!r}")
+    return (EVAL_FILE, VIDEO_FILE) if mouth == "audio" else (f"eval_{mouth}.json", f"eval_{mouth}.mp4")
 
 
 @dataclass
 class EvalJob:
     project: Project
+    mouth: str = "audio"   # one of MOUTHS
     name: str = "Evaluate avatar"
+
+    def __post_init__(self) -> None:
+        eval_files(self.mouth)   # a clear error now rather than after loading the avatar
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> dict[str, float]:
         project = self.project
+        report_file, video_file = eval_files(self.mouth)
         driver = Driver.load(project)
         features = load_features(project).features
         footage = project.checked_footage()
@@ -44,8 +61,11 @@ class EvalJob:
                 cancel.check(self.name)
                 frame = reader.read(int(i))
                 real.append(frame)
-                audio = driver.model.audio_window(features, int(i))                   # [F,D]
-                outputs.append(driver.frame(frame, int(i), audio, driver.views.expr[i]))
+                if self.mouth == "audio":
+                    lip = driver.lip(driver.model.audio_window(features, int(i)))
+                else:
+                    lip = driver.tracked_lip(int(i))
+                outputs.append(driver.frame(frame, int(i), lip, driver.views.expr[i]))
                 progress(Progress(0.8 * (k + 1) / len(held), f"Rendering held-out frame {k + 1}/{len(held)}"))
         progress(Progress(0.8, "Tracking the renders"))
         scores = score(outputs, real, driver.views.landmarks[held], fps)
@@ -55,11 +75,11 @@ class EvalJob:
         audio = load_audio(project.path(AUDIO_FILE))
         start, stop = (round(float(held[0] / fps) * AUDIO_RATE), round(float((held[-1] + 1) / fps) * AUDIO_RATE))
         h, w = real[0].shape[:2]
-        with VideoWriter(project.path(VIDEO_FILE), fps, (2 * w - 2 * w % 2, h - h % 2), audio[start:stop]) as video:
+        with VideoWriter(project.path(video_file), fps, (2 * w - 2 * w % 2, h - h % 2), audio[start:stop]) as video:
             for a, b in zip(real, outputs):
                 video.write(np.concatenate([a, b], axis=1)[:h - h % 2, :2 * w - 2 * w % 2])
         report = {**scores, "frames": int(len(held)), "first_frame": int(held[0]), "preset": driver.config.preset,
-                  "gaussians": len(driver.model)}
-        atomic_write_json(project.path(EVAL_FILE), report)
+                  "gaussians": len(driver.model), "mouth": self.mouth}
+        atomic_write_json(project.path(report_file), report)
         progress(Progress(1.0, f"Evaluated {len(held)} held-out frames: face PSNR {scores['face_psnr']:.2f} dB"))
         return report

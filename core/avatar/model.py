@@ -131,6 +131,12 @@ class AvatarModel(nn.Module):
         c = self.config
         return self.audio_frames // 2 - c.readout_context - (c.readout_smooth - 1) // 2
 
+    def mouth_window(self, mouths: np.ndarray, i: int, last: int) -> np.ndarray:
+        """float32 [W,81]: of per-frame mouths [T,81] (z-scores, tracked), the rows ``lip_from_mouth`` reads for
+        frame i, frame i at ``mouth_centre``, clamped to frames 0..last (a training frame sees no held-out one)."""
+        first = i - self.mouth_centre
+        return mouths[np.clip(np.arange(first, first + self.config.audio_window), 0, last)]
+
     def mouth(self, audio: Tensor) -> Tensor:
         """Mouth estimates [W,81] (z-scores) of the window's frames from its features [audio_frames, D]."""
         x = (audio - self.audio_mean) / self.audio_std                               # [W+2c+s-1,D]

@@ -146,8 +146,7 @@ class TrainData:
     def mouth_window(self, i: int, model: AvatarModel) -> np.ndarray:
         """float32 [W,81]: the tracked mouths of the frames ``model.lip_from_mouth`` reads for training frame i,
         clamped to the training frames (the held-out ones stay unseen)."""
-        first = i - model.mouth_centre
-        return self.mouth[np.clip(np.arange(first, first + model.config.audio_window), 0, self.n_train - 1)]
+        return model.mouth_window(self.mouth, i, self.n_train - 1)
 
     def lips_box(self, i: int) -> tuple[int, int, int, int]:
         """x0,y0,x1,y1: the box around frame i's lips in its crop (margin a quarter of their size)."""
@@ -178,10 +177,15 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
             if progress and i % 25 == 0:
                 progress(Progress(i / len(images), "Cropping the face"))
     n_train = training_frames(len(views), config.holdout)
-    mouth = mouth_targets(views.landmarks)                                               # [T,81]
-    mouth = (mouth - mouth[:n_train].mean(0)) / (mouth[:n_train].std(0) + 1e-6)
     return TrainData(views, images, audio.astype(np.float32), features.encoder == MelEncoder.id, features.blocks,
-                     mouth.astype(np.float32), tracking["template"], n_train)
+                     standardised_mouths(views.landmarks, n_train), tracking["template"], n_train)
+
+
+def standardised_mouths(landmarks: np.ndarray, n_train: int) -> np.ndarray:
+    """float32 [T,81]: each frame's tracked mouth (core.audio.mouth.mouth_targets) of landmarks [T,478,2], as
+    z-scores over the training frames [0, n_train): what the lip feature reads in training."""
+    mouth = mouth_targets(landmarks)                                                     # [T,81]
+    return ((mouth - mouth[:n_train].mean(0)) / (mouth[:n_train].std(0) + 1e-6)).astype(np.float32)
 
 
 def initial_model(project: Project, data: TrainData, config: TrainConfig) -> AvatarModel:

@@ -67,7 +67,8 @@ class AvatarFrames:
             self._features = np.ascontiguousarray(load_features(self.project).features, np.float32)
         driver = self._driver
         i = min(max(index, 0), len(driver.views) - 1)
-        return gaussians_to_splats(driver.gaussians(driver.model.audio_window(self._features, i), driver.views.expr[i]))
+        lip = driver.lip(driver.model.audio_window(self._features, i))
+        return gaussians_to_splats(driver.gaussians(lip, driver.views.expr[i]))
 
 
 class ViewportPanel(QWidget):
