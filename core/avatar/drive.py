@@ -1,6 +1,6 @@
 """Driving a trained avatar: a source frame's head pose and crop, a lip feature (from an audio window, or from the
-footage's own tracked mouths) and an expression -> the face rendered and composited into that frame (SyncTalk++'s Portrait-Sync Generator). Evaluation, dubbing and the
-studio's playback all render through here.
+footage's own tracked mouths) and an expression -> the face rendered and composited into that frame (SyncTalk++'s
+Portrait-Sync Generator). Evaluation, dubbing and the studio's playback all render through here.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ class Driver:
     def tracked_lip(self, source: int) -> torch.Tensor:
         """The lip feature [A] of the footage's own tracked mouths around frame ``source``: the avatar replays the
         footage's lips, the renderer's best case, with no audio-to-mouth estimate between."""
+        window = self.model.mouth_window(self.mouths, source, len(self.mouths) - 1)           # [W,81]
         with torch.inference_mode():
-            return self.model.lip_from_mouth(torch.from_numpy(self.model.mouth_window(self.mouths, source,
-                                                                                      len(self.mouths) - 1)))
+            return self.model.lip_from_mouth(torch.from_numpy(window))
 
     def gaussians(self, lip: torch.Tensor, expr: np.ndarray) -> dict[str, torch.Tensor]:
         """``rasterize``'s Gaussians [N,...] driven by the lip feature [A] (``lip`` or ``tracked_lip``) and the
