@@ -55,7 +55,7 @@ def run_clip(clip: str, config, workdir: Path) -> tuple[dict[str, dict[str, floa
     _, times["audio"] = timed(lambda: run_job(AudioFeaturesJob(project)))
     _, times["train"] = timed(lambda: run_job(TrainAvatarJob(project, config)))
     ours, times["eval"] = timed(lambda: run_job(EvalJob(project)))
-    tracked, _ = timed(lambda: run_job(EvalJob(project, "tracked")))
+    tracked = run_job(EvalJob(project, "tracked"))
     tracking = load_tracking(project)
     fps = Fraction(project.checked_footage().info["fps"])
     base, times["baselines"] = timed(lambda: baselines(project.checked_footage().path,

@@ -50,7 +50,7 @@ class EvalJob:
         project = self.project
         report_file, video_file = eval_files(self.mouth)
         driver = Driver.load(project)
-        features = load_features(project).features
+        features = load_features(project).features if self.mouth == "audio" else None  # [T,D]
         footage = project.checked_footage()
         fps = Fraction(footage.info["fps"])
         t = len(driver.views)
@@ -61,10 +61,8 @@ class EvalJob:
                 cancel.check(self.name)
                 frame = reader.read(int(i))
                 real.append(frame)
-                if self.mouth == "audio":
-                    lip = driver.lip(driver.model.audio_window(features, int(i)))
-                else:
-                    lip = driver.tracked_lip(int(i))
+                lip = (driver.tracked_lip(int(i)) if features is None
+                       else driver.lip(driver.model.audio_window(features, int(i))))
                 outputs.append(driver.frame(frame, int(i), lip, driver.views.expr[i]))
                 progress(Progress(0.8 * (k + 1) / len(held), f"Rendering held-out frame {k + 1}/{len(held)}"))
         progress(Progress(0.8, "Tracking the renders"))
