@@ -91,6 +91,14 @@ def main() -> None:
         for method, s in scores.items():
             print(f"| {clip} | {method} | {s['face_psnr']:.2f} | {s['full_psnr']:.2f} | {s['ssim']:.3f} | "
                   f"{s['lmd_centred']:.2f} | {s['lmd_raw']:.2f} | {s['mouth_r']:.3f} |")
+    print("\nBefore rendering: r of the opening that drives the lips (the audio's estimate, or the tracked mouths),")
+    print("beside the rendered mouth-opening r above: the first gap is the estimate's, the second the renderer's.")
+    print("| clip | lips driven by | drive r | rendered r |")
+    print("|---|---|---|---|")
+    for clip, scores, _ in rows:
+        for method in ("avatar (ours)", "avatar, tracked mouths"):
+            s = scores[method]
+            print(f"| {clip} | {method} | {s['drive_r']:.3f} | {s['mouth_r']:.3f} |")
     print("\nWall time per stage, s")
     stages = list(rows[0][2])
     print("| clip | " + " | ".join(stages) + " |")

@@ -149,6 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     say(f"  face PSNR {r['face_psnr']:.2f} dB, full-frame PSNR {r['full_psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
     say(f"  mouth LMD {r['lmd_centred']:.2f} px centred, {r['lmd_raw']:.2f} px raw; "
         f"mouth-opening r {r['mouth_r']:.3f} (lag {r['mouth_lag']:+.0f})")
+    say(f"  before rendering, the opening that drives the lips: r {r['drive_r']:.3f} (lag {r['drive_lag']:+.0f})")
     say("  written: " + ", ".join(str(project.path(f)) for f in eval_files(args.mouth)))
     return 0
 

@@ -166,7 +166,7 @@ def test_eval_scores_held_out_frames_and_writes_the_video(voiced_project, copy_p
     report = run_job(EvalJob(project))
     assert report["frames"] == 66 and report["first_frame"] == 265
     saved = json.loads(project.path(EVAL_FILE).read_text())
-    for key in ("face_psnr", "full_psnr", "ssim", "lmd_centred", "lmd_raw", "mouth_r"):
+    for key in ("face_psnr", "full_psnr", "ssim", "lmd_centred", "lmd_raw", "mouth_r", "drive_r"):
         assert np.isfinite(saved[key])
     assert 10 < saved["face_psnr"] < saved["full_psnr"]            # the face is the hard part
     with av.open(str(project.path(VIDEO_FILE))) as c:
@@ -193,6 +193,8 @@ def test_tracked_mouths_drive_the_lips_as_training_fed_them(trained_project, cop
     window = model.mouth_window(driver.mouths, j, len(data) - 1)                   # [W,81]
     np.testing.assert_array_equal(window[model.mouth_centre], data.mouth[j])
     assert not np.allclose(data.mouth_window(j, model), window)                  # training's is clamped to its frames
+    projected = data.mouth[j] @ model.mouth_projector.numpy()                     # [81] as the lip feature reads it
+    assert model.driven_opening(driver.tracked_mouths(j)) == pytest.approx(projected[0], abs=1e-5)
     with pytest.raises(ValueError, match="mouth must be one of"):
         EvalJob(project, "video")
 
@@ -205,6 +207,8 @@ def test_eval_with_tracked_mouths_writes_its_own_report(trained_project, copy_pr
     assert json.loads(project.path(report_file).read_text()) == report and report["mouth"] == "tracked"
     assert report["frames"] == 66 and np.isfinite(report["mouth_r"]) and np.isfinite(report["lmd_centred"])
     assert project.path(video_file).is_file() and not project.path(EVAL_FILE).exists()
+    # Before rendering, tracked mouths drive the opening of each frame itself, through the 4-component projector.
+    assert report["drive_r"] > 0.95 and report["drive_lag"] == 0
 
 
 def test_gpu_quality_path_runs_up_to_the_backend_call(voiced_project, copy_project, monkeypatch):

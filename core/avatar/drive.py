@@ -45,17 +45,29 @@ class Driver:
         """float32 [T,81]: the footage's tracked mouths as the lip feature reads them in training (z-scores)."""
         return standardised_mouths(self.views.landmarks, training_frames(len(self.views), self.config.holdout))
 
+    def estimated_mouths(self, audio: np.ndarray) -> torch.Tensor:
+        """The mouths [W,81] (z-scores) that the audio window [F,D] (``model.audio_window``) estimates for the frames
+        the lip feature reads: what the avatar's lips follow when audio drives them."""
+        with torch.inference_mode():
+            return self.model.mouth(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))
+
+    def tracked_mouths(self, source: int) -> torch.Tensor:
+        """The footage's own tracked mouths [W,81] (z-scores) around frame ``source``, as training fed them."""
+        return torch.from_numpy(self.model.mouth_window(self.mouths, source, len(self.mouths) - 1))
+
+    def lip_from(self, mouths: torch.Tensor) -> torch.Tensor:
+        """The lip feature [A] of a window of mouths [W,81] (``estimated_mouths`` or ``tracked_mouths``)."""
+        with torch.inference_mode():
+            return self.model.lip_from_mouth(mouths)
+
     def lip(self, audio: np.ndarray) -> torch.Tensor:
         """The lip feature [A] that the audio window [F,D] (``model.audio_window``) drives: how the avatar speaks."""
-        with torch.inference_mode():
-            return self.model.lip(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))
+        return self.lip_from(self.estimated_mouths(audio))
 
     def tracked_lip(self, source: int) -> torch.Tensor:
         """The lip feature [A] of the footage's own tracked mouths around frame ``source``: the avatar replays the
         footage's lips, the renderer's best case, with no audio-to-mouth estimate between."""
-        window = self.model.mouth_window(self.mouths, source, len(self.mouths) - 1)           # [W,81]
-        with torch.inference_mode():
-            return self.model.lip_from_mouth(torch.from_numpy(window))
+        return self.lip_from(self.tracked_mouths(source))
 
     def gaussians(self, lip: torch.Tensor, expr: np.ndarray) -> dict[str, torch.Tensor]:
         """``rasterize``'s Gaussians [N,...] driven by the lip feature [A] (``lip`` or ``tracked_lip``) and the

@@ -5,7 +5,8 @@ and scored like the baselines (core.baselines.score). Writes ``eval.json`` and a
 
 ``mouth="tracked"`` drives the lips by the held-out frames' own tracked mouths instead of their audio (written to
 ``eval_tracked.json`` and ``eval_tracked.mp4``): the renderer's best case. Its gap to the audio-driven figures is
-what the audio-to-mouth estimate loses, apart from what the renderer loses.
+what the audio-to-mouth estimate loses, apart from what the renderer loses. ``drive_r`` splits the rest: the
+mouth-opening r, before rendering, of what drives the lips (the audio's estimate, or the tracked mouths).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.fsutil import atomic_write_json
 from core.ingest import AUDIO_FILE
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.media import AUDIO_RATE, FrameReader, VideoWriter, load_audio
+from core.metrics import mouth_sync_r
 from core.project import Project
 
 EVAL_FILE = "eval.json"
@@ -55,18 +57,23 @@ class EvalJob:
         fps = Fraction(footage.info["fps"])
         t = len(driver.views)
         held = np.arange(training_frames(t, driver.config.holdout), t)
-        real, outputs = [], []
+        real, outputs, driven = [], [], []
         with FrameReader(footage.path) as reader:
             for k, i in enumerate(held):
                 cancel.check(self.name)
                 frame = reader.read(int(i))
                 real.append(frame)
-                lip = (driver.tracked_lip(int(i)) if features is None
-                       else driver.lip(driver.model.audio_window(features, int(i))))
-                outputs.append(driver.frame(frame, int(i), lip, driver.views.expr[i]))
+                mouths = (driver.tracked_mouths(int(i)) if features is None
+                          else driver.estimated_mouths(driver.model.audio_window(features, int(i))))   # [W,81]
+                driven.append(driver.model.driven_opening(mouths))
+                outputs.append(driver.frame(frame, int(i), driver.lip_from(mouths), driver.views.expr[i]))
                 progress(Progress(0.8 * (k + 1) / len(held), f"Rendering held-out frame {k + 1}/{len(held)}"))
         progress(Progress(0.8, "Tracking the renders"))
         scores = score(outputs, real, driver.views.landmarks[held], fps)
+        # Before rendering: how the opening that drives the lips follows the real one. Its gap to mouth_r is what
+        # the renderer loses; its gap to 1 what the audio-to-mouth estimate loses (0.99 for tracked mouths).
+        scores["drive_r"], lag = mouth_sync_r(np.array(driven), driver.mouths[held, 0])
+        scores["drive_lag"] = float(lag)
         cancel.check(self.name)
 
         progress(Progress(0.9, "Writing the side-by-side video"))

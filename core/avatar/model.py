@@ -137,6 +137,11 @@ class AvatarModel(nn.Module):
         first = i - self.mouth_centre
         return mouths[np.clip(np.arange(first, first + self.config.audio_window), 0, last)]
 
+    def driven_opening(self, mouths: Tensor) -> float:
+        """The mouth opening (z-score) that a window of mouths [W,81] gives the lip feature for its own frame, as
+        ``lip_from_mouth`` reads it (through the projector): what the render's opening should follow."""
+        return float((mouths[self.mouth_centre] @ self.mouth_projector)[0])
+
     def mouth(self, audio: Tensor) -> Tensor:
         """Mouth estimates [W,81] (z-scores) of the window's frames from its features [audio_frames, D]."""
         x = (audio - self.audio_mean) / self.audio_std                               # [W+2c+s-1,D]
