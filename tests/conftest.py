@@ -1,4 +1,5 @@
-"""Shared fixtures: the test media folder (../shared/media), artifact output, and Qt platform setup."""
+"""Shared fixtures: the test media folder (../shared/media), the clip corpus (../shared/corpus), artifact output,
+and Qt platform setup."""
 
 from __future__ import annotations
 
@@ -31,6 +32,23 @@ def media_dir() -> Path:
     d = _media_dir()
     if not (d / "may_13s.mp4").is_file():
         msg = f"test media not found at {d} (put ../shared beside the checkout or set AVATAR_STUDIO_MEDIA)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return d
+
+
+def _corpus_dir() -> Path:
+    env = os.environ.get("AVATAR_STUDIO_CORPUS")
+    return Path(env) if env else ROOT.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The folder of public clips from other projects' demos and datasets (clips/). Read in place."""
+    d = _corpus_dir()
+    if not (d / "clips").is_dir():
+        msg = f"test corpus not found at {d} (put ../shared beside the checkout or set AVATAR_STUDIO_CORPUS)"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)

@@ -162,6 +162,20 @@ def test_random_access_in_other_containers(media_dir, tmp_path, clip_name, conta
             assert np.array_equal(reader.read(i), frames[i]), f"{path.name}: frame {i}"
 
 
+def test_mpeg_program_stream_reads_every_frame(corpus_dir):
+    """GRID's MPEG-1 program streams: the first frame's dts is repeated by the next frame's, so a seek to it
+    lands past it; the index seeks just below it instead."""
+    path = corpus_dir / "clips" / "lipnet__GRID_sbwe5n.mpg"
+    frames = decode_sequentially(path)
+    with FrameReader(path, cache_bytes=0) as reader:
+        iterated = list(reader)
+        assert len(iterated) == len(reader) == len(frames)
+        assert all(np.array_equal(a, b) for a, b in zip(iterated, frames))
+        indices = [0, *random.Random(5).sample(range(1, len(reader)), 4)]  # frame 0 is the one seeks missed
+        for i in indices:
+            assert np.array_equal(reader.read(i), iterated[i]), f"{path.name}: frame {i}"
+
+
 @pytest.mark.slow
 def test_concurrent_reads_are_exact(clip):
     path, count, frames = clip

@@ -97,7 +97,7 @@ class FrameIndex:
     stream_index: int
     pts: np.ndarray  # int64 [N] presentation timestamps (stream time base), presentation order
     key_pts: np.ndarray  # int64 [K] keyframe presentation timestamps, ascending
-    key_dts: np.ndarray  # int64 [K] their decode timestamps: what most demuxers seek by
+    key_dts: np.ndarray  # int64 [K] decode timestamps that seek to them: what most demuxers seek by
     source: np.ndarray | None  # int64 [frame_count] output frame -> source frame; None when identity (CFR)
 
     def __len__(self) -> int:
@@ -147,7 +147,8 @@ def scan(
         raise MediaError(path, "is not a media file (it has no video or audio stream)")
 
     v_pts: list[int] = []
-    v_keys: list[tuple[int, int]] = []  # (pts, dts) of keyframes
+    v_keys: list[tuple[int, int, int]] = []  # (pts, dts, position in v_dts) of keyframes
+    v_dts: list[int] = []  # decode timestamps of the video packets in file order, where they carry one
     v_last = (None, 0)  # (pts, duration) of the latest video packet in presentation order
     v_packets = 0  # all video packets, decodable or not
     ends: dict[int, int] = {}  # stream index -> latest pts + duration seen
@@ -157,6 +158,8 @@ def scan(
                 continue  # PyAV's end-of-stream marker
             if packet.stream is video:
                 v_packets += 1
+                if packet.dts is not None:
+                    v_dts.append(packet.dts)
             if packet.is_discard:
                 continue  # outside the edit list: decoded for reference, never shown
             ts = packet.pts if packet.pts is not None else packet.dts
@@ -171,7 +174,7 @@ def scan(
                     v_last = (ts, packet.duration)
                 v_pts.append(ts)
                 if packet.is_keyframe:
-                    v_keys.append((ts, ts if packet.dts is None else packet.dts))
+                    v_keys.append((ts, ts if packet.dts is None else packet.dts, len(v_dts)))
     except av.FFmpegError as e:
         raise MediaError(path, f"is truncated or damaged: reading stopped after {v_packets} video frames "
                                f"({e.strerror})") from e
@@ -204,8 +207,8 @@ def scan(
         v_last_dur = v_last[1] if v_last[1] > 0 else round(1 / (fps * tb))
         v_duration = float((int(pts[-1] - pts[0]) + v_last_dur) * tb)
         source = _vfr_source_map(pts, tb, fps, v_duration) if vfr else None
-        keys = np.asarray(sorted(v_keys), dtype=np.int64)  # [K, 2]
-        index = FrameIndex(video.index, pts, keys[:, 0], keys[:, 1], source)
+        keys = np.asarray(sorted(v_keys), dtype=np.int64)  # [K, 3]
+        index = FrameIndex(video.index, pts, keys[:, 0], _seek_dts(keys[:, 1], keys[:, 2], v_dts), source)
 
     info = MediaInfo(
         path=path,
@@ -281,6 +284,18 @@ def _check_decodes(container, path: Path, stream) -> None:
         raise MediaError(path, f"is truncated or damaged: its first frame does not decode ({e.strerror})") from e
     if frame is None:
         raise MediaError(path, "is truncated or damaged: no frame decodes")
+
+
+def _seek_dts(key_dts: np.ndarray, key_next: np.ndarray, dts: list[int]) -> np.ndarray:
+    """Decode timestamps that seek to the keyframes: theirs, or just below any later packet's that is as low.
+
+    Demuxers that bisect by dts (MPEG-PS, MPEG-TS) land on the last packet at or before the target. MPEG-PS
+    files whose first frame carries no dts give it its pts, which the next frame's dts repeats: a seek to it
+    would land on that next frame, past the keyframe. `key_next` is where the packets after each keyframe
+    start in `dts`.
+    """
+    later_min = np.minimum.accumulate(np.asarray([*dts, np.iinfo(np.int64).max], dtype=np.int64)[::-1])[::-1]
+    return np.minimum(key_dts, later_min[key_next] - 1)
 
 
 def _frame_rate(pts: np.ndarray, tb: Fraction, stream) -> tuple[Fraction, bool]:
