@@ -100,7 +100,8 @@ def cmd_audio(args: argparse.Namespace) -> int:
     from core.audio.features import AudioConfig, AudioFeaturesJob
 
     config = AudioConfig(encoder=args.encoder,
-                         synctalk_checkpoint=Path(args.synctalk_checkpoint) if args.synctalk_checkpoint else None)
+                         synctalk_checkpoint=Path(args.synctalk_checkpoint) if args.synctalk_checkpoint else None,
+                         speech_model=Path(args.speech_model) if args.speech_model else None)
     if args.encoder == "synctalk" and config.synctalk_checkpoint is None:
         err.print("error: --encoder synctalk needs --synctalk-checkpoint PATH (SyncTalk's audio_visual_encoder.pth)",
                   markup=False)
@@ -171,7 +172,44 @@ def cmd_dub(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speech_model_train(args: argparse.Namespace) -> int:
+    import platformdirs
+
+    from core.speech.train import SpeechModelTrainJob
+
+    data = Path(platformdirs.user_data_dir("avatar-studio", appauthor=False))
+    out = Path(args.out) if args.out else data / "speech_model.pt"
+    cache = Path(args.cache) if args.cache else Path(platformdirs.user_cache_dir("avatar-studio", appauthor=False)) / "speech-corpus"
+    if not out.parent.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    result = run_with_bar(SpeechModelTrainJob(Path(args.corpus), out, cache, clips=tuple(args.clips or ())))
+    v = result.card["validation"]
+    say(f"Speech model: {len(result.card['trained_on'])} clips -> {out} (sha256 {result.card['sha256'][:12]}...)")
+    say(f"  held-out speakers ({v['method']}): lip-opening r median {v['median_speaker_r']:.3f} at lag 0, "
+        f"{v['median_speaker_r_best_lag']:.3f} at the best lag")
+    for file, why in result.card["left_out"].items():
+        say(f"  left out {file}: {why}")
+    say(f"  model card: {out.with_suffix('.card.json')}")
+    return 0
+
+
+def cmd_lipsync(args: argparse.Namespace) -> int:
+    from core.speech.lipsync import LipsyncJob
+
+    out = Path(args.csv)
+    if not out.parent.is_dir():
+        err.print(f"error: {out.parent} is not a folder: the CSV's folder must exist", markup=False)
+        return 2
+    track = run_with_bar(LipsyncJob(Path(args.speech), out, float(args.fps),
+                                    Path(args.model) if args.model else None))
+    say(f"Wrote {len(track)} frames of ARKit blendshapes at {args.fps} fps to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from core.audio.features import ENCODERS
+
     p = argparse.ArgumentParser(prog="avatar-studio-cli", description="Avatar Studio batch commands.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -191,15 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow the N-th face from the left (0 first) instead of the largest, most central")
     s.set_defaults(func=cmd_track)
 
-    s = sub.add_parser("audio", help="audio features per frame: speech-normalised log-mel (default), the "
-                                     "audio-visual encoder trained on the footage, Whisper or SyncTalk's encoder")
+    s = sub.add_parser("audio", help="audio features per frame: the speech model's mouth estimates (default), "
+                                     "speech-normalised log-mel, the audio-visual encoder trained on the footage, "
+                                     "Whisper or SyncTalk's encoder")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
-    s.add_argument("--encoder", choices=("mel", "ave+whisper", "ave", "whisper", "synctalk"), default="mel",
-                   help="mel: log-mel normalised on each clip's speech, any voice alike (default); "
+    s.add_argument("--encoder", choices=ENCODERS, default="speech",
+                   help="speech: the speech-to-face model learnt from many voices (default); "
+                        "mel: log-mel normalised on each clip's speech, any voice alike; "
                         "ave: the audio-visual encoder trained on this footage; whisper: tiny.en's encoder; "
                         "ave+whisper: both side by side; "
                         "synctalk: SyncTalk's released encoder from --synctalk-checkpoint")
     s.add_argument("--synctalk-checkpoint", metavar="PATH", help="SyncTalk's audio_visual_encoder.pth")
+    s.add_argument("--speech-model", metavar="FILE", help="for speech: a model from 'speech-model train' "
+                                                          "(default: the shipped one)")
     s.add_argument("--steps", type=int, default=None, metavar="N", help="AVE training steps (default 400)")
     s.set_defaults(func=cmd_audio)
 
@@ -235,6 +277,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-watermark", action="store_true",
                    help="no visible AI-generated mark (the file's metadata still says it is synthetic)")
     s.set_defaults(func=cmd_dub)
+
+    s = sub.add_parser("speech-model", help="the speech-to-face model shared by every avatar")
+    sm = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = sm.add_parser("train", help="train it on a corpus of people talking to camera (clips.csv + clips), "
+                                    "speaker-disjoint; writes the weights and a model card")
+    t.add_argument("--corpus", required=True, metavar="DIR", help="folder with clips.csv (file, speaker, ...)")
+    t.add_argument("--out", metavar="FILE", help="the model file (default: the user data folder's speech_model.pt)")
+    t.add_argument("--cache", metavar="DIR", help="where tracked clips are kept between runs (default: user cache)")
+    t.add_argument("--clips", nargs="+", metavar="NAME", help="only these clips of clips.csv (file names)")
+    t.set_defaults(func=cmd_speech_model_train)
+
+    s = sub.add_parser("lipsync", help="speech -> ARKit blendshape animation (Live Link Face CSV), no footage needed")
+    s.add_argument("speech", help="the speech: any audio file, or a video's audio")
+    s.add_argument("--csv", required=True, metavar="OUT.csv", help="the CSV to write")
+    s.add_argument("--fps", type=int, choices=(24, 25, 30, 50, 60), default=30, help="frames per second (30)")
+    s.add_argument("--model", metavar="FILE", help="a speech model from 'speech-model train' (default: the shipped one)")
+    s.set_defaults(func=cmd_lipsync)
     return p
 
 

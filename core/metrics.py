@@ -128,6 +128,27 @@ def mouth_sync_r(pred_open: np.ndarray, real_open: np.ndarray, max_lag: int = 3)
     return best
 
 
+def best_lag_r(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], max_lag: int = 3) -> tuple[float, int]:
+    """(r, lag) as ``mouth_sync_r`` but pooled over several clips: ``pairs`` of (estimate [T], real [T], valid [T]),
+    each shifted within its own clip, the frames where both are valid pooled into one Pearson r."""
+    best = (-np.inf, 0)
+    for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
+        ps, qs = [], []
+        for pred, real, valid in pairs:
+            t0, t1 = max(0, lag), min(len(pred), len(real) + lag)
+            if t1 - t0 < 2:
+                continue
+            keep = valid[t0:t1] & valid[t0 - lag:t1 - lag]
+            ps.append(np.asarray(pred[t0:t1])[keep])
+            qs.append(np.asarray(real[t0 - lag:t1 - lag])[keep])
+        if not ps:
+            raise ValueError(f"the series are too short for lags up to {max_lag}")
+        r = pearson(np.concatenate(ps), np.concatenate(qs))
+        if r > best[0]:
+            best = (r, lag)
+    return best
+
+
 def face_region_mask(landmarks_t: np.ndarray, size: tuple[int, int], grow: float = 0.0) -> np.ndarray:
     """bool [H,W]: the face oval of one frame's landmarks [478,2] (size = (W, H)), dilated by ``grow`` times
     the face's width (the oval's horizontal extent) to take in the hairline and jaw edge."""

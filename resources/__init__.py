@@ -1,1 +1,1 @@
-"""Shaders, icons and styles, shipped as package data and read with importlib.resources."""
+"""Shaders, icons, styles and the speech model, shipped as package data and read with importlib.resources."""

@@ -148,7 +148,7 @@ class MainWindow(QMainWindow):
 
         audio = self.menuBar().addMenu("&Audio")
         self._action("&Train Audio Encoder", lambda: self._audio_from_menu("ave+whisper"), None, audio)
-        self._action("&Extract Audio Features", lambda: self._audio_from_menu("mel"), None, audio)
+        self._action("&Extract Audio Features", lambda: self._audio_from_menu("speech"), None, audio)
 
         avatar = self.menuBar().addMenu("A&vatar")
         self._action("&Train Avatar", lambda: self.train_avatar(), None, avatar)

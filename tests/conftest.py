@@ -118,7 +118,7 @@ def copy_project(tmp_path):
 
 @pytest.fixture(scope="session")
 def voiced_project(tracked_project, tmp_path_factory):
-    """clip name -> folder of a tracked project with audio features too (the default, log-mel: no encoder
+    """clip name -> folder of a tracked project with audio features too (the default, the speech model: no encoder
     training, so a second), made once per session; what avatar training needs. Copy it before changing it."""
     import shutil
 

@@ -1,7 +1,8 @@
 """The audio-features stage as a job: the footage's audio -> one feature per video frame [T,D], and the
 encoders that make them for any other audio (dubbing, live input).
 
-Encoders: ``mel`` (log-mel pooled per frame and normalised on each clip's speech, the default), ``ave`` (the
+Encoders: ``speech`` (the speech model's mouth estimates, core.speech: learnt from many voices, the default),
+``mel`` (log-mel pooled per frame and normalised on each clip's speech), ``ave`` (the
 audio-visual encoder trained on this footage, core.audio.train_ave), ``whisper`` (tiny.en's encoder states),
 ``ave+whisper`` (both side by side) and ``synctalk`` (SyncTalk's released encoder from a local checkpoint).
 
@@ -36,13 +37,17 @@ from core.ingest import AUDIO_FILE
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.project import Project
+from core.speech.frontend import Frontend
+from core.speech.lipsync import speech_model
+from core.speech.model import at_frames
+from core.speech.targets import OUTPUTS as SPEECH_OUTPUTS
 from core.tracking.track import load_tracking
 
 STAGE = "audio"
 FEATURES_FILE = "audio_features.npz"
 ENCODER_FILE = "ave.pt"
 TRAIN_FILE = "ave_train.pt"
-ENCODERS = ("mel", "ave+whisper", "ave", "whisper", "synctalk")
+ENCODERS = ("speech", "mel", "ave+whisper", "ave", "whisper", "synctalk")
 TRAINED = ("ave+whisper", "ave")          # the encoders that train the AVE on the footage first
 # Our encoder's mel: windows start at the frame. Mouths lead their sound (on may_13s the mouth opening
 # correlates best with the audio energy 2-3 frames later), so the window looks ahead, not around.
@@ -51,10 +56,11 @@ AVE_MEL = MelConfig(window_start=0)
 
 @dataclass(frozen=True)
 class AudioConfig:
-    encoder: str = "mel"                 # one of ENCODERS
+    encoder: str = "speech"              # one of ENCODERS
     mel: MelConfig = AVE_MEL             # for the AVE; "synctalk" always uses SYNCTALK_MEL
     train: AveTrainConfig = AveTrainConfig()
     synctalk_checkpoint: Path | None = None  # for "synctalk": audio_visual_encoder.pth
+    speech_model: Path | None = None         # for "speech": a model from 'speech-model train' (default: shipped)
 
 
 @dataclass
@@ -92,6 +98,24 @@ class MelEncoder:
         if progress:
             progress(Progress(1.0, "Log-mel features"))
         return out
+
+
+@dataclass
+class SpeechEncoder:
+    """The speech model's per-frame mouth estimates (core.speech): speaker-normalised z-scores of the lip opening
+    and the mouth and jaw blendshapes, learnt from many voices. The avatar calibrates them to its subject (the
+    mouth readout fitted on the footage's frames)."""
+
+    model_path: Path | None = None       # a model from 'speech-model train'; None: the shipped one
+    id: str = "speech"
+    dim: int = len(SPEECH_OUTPUTS)
+
+    def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None) -> np.ndarray:
+        """float32 [n_frames, 25] for audio float32 [S] at 16 kHz."""
+        model = speech_model(self.model_path)
+        frontend = Frontend(model.net.config.frontend, cancel=cancel)
+        return at_frames(model.net.predict(frontend.states(audio, progress, cancel)), n_frames, fps)
 
 
 @dataclass
@@ -186,6 +210,8 @@ class ConcatEncoder:
 def load_encoder(project: Project, config: AudioConfig | None = None) -> FeatureEncoder:
     """The encoder the project's features were made with (or ``config``'s), for new audio."""
     config = config or _saved_config(project)
+    if config.encoder == "speech":
+        return SpeechEncoder(config.speech_model)
     if config.encoder == "mel":
         return MelEncoder()
     if config.encoder == "whisper":

@@ -47,7 +47,7 @@ _models: dict[str | None, WhisperModel] = {}
 _models_lock = threading.Lock()
 
 
-def _model(model_path: str | Path | None, cancel: CancelToken) -> WhisperModel:
+def whisper_model(model_path: str | Path | None, cancel: CancelToken) -> WhisperModel:
     """The model for a settings path (None: found as core.models finds it), resolved, checked and loaded once
     per path: checking the sha256 of its 78 MB on every call would cost more than short audio's features."""
     key = None if model_path is None else str(model_path)
@@ -81,7 +81,7 @@ def whisper_features(audio: np.ndarray, n_frames: int, fps: Fraction | float, *,
         raise ValueError(f"audio is {audio.size} samples long, shorter than one video frame at {fps} fps")
     cancel = cancel or CancelToken()
     cancel.check("Whisper features")
-    model = _model(model_path, cancel)
+    model = whisper_model(model_path, cancel)
 
     n_real = math.ceil(audio.size / _SAMPLES_PER_STATE)  # states centred on real audio
     total = max(n_real, _WINDOW)

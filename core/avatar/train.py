@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.audio.features import MelEncoder, load_features
+from core.audio.features import MelEncoder, SpeechEncoder, load_features
 from core.audio.mouth import mouth_targets
 from core.audio.train_ave import training_frames
 from core.avatar.gaussians import InitConfig, canonical_gaussians
@@ -129,7 +129,7 @@ class TrainData:
     views: FootageViews
     images: np.ndarray        # uint8 [T,S,S,3] the face crops
     audio: np.ndarray         # float32 [T,D] audio features
-    normalised: bool          # whether they come normalised per clip (the mel encoder's), not to be rescaled
+    normalised: bool          # whether they come speaker-normalised (mel's, the speech model's), not to be rescaled
     blocks: tuple[int, ...]   # each encoder's width in audio when several lie side by side; () for one
     mouth: np.ndarray         # float32 [T,81] the tracked mouth (core.audio.mouth.mouth_targets), standardised
     template: np.ndarray      # float [468,3] the subject's fitted face template, head space cm
@@ -177,7 +177,8 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
             if progress and i % 25 == 0:
                 progress(Progress(i / len(images), "Cropping the face"))
     n_train = training_frames(len(views), config.holdout)
-    return TrainData(views, images, audio.astype(np.float32), features.encoder == MelEncoder.id, features.blocks,
+    return TrainData(views, images, audio.astype(np.float32), features.encoder in (MelEncoder.id, SpeechEncoder.id),
+                     features.blocks,
                      standardised_mouths(views.landmarks, n_train), tracking["template"], n_train)
 
 

@@ -17,10 +17,11 @@ from core.audio.train_ave import AveTrainConfig
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 
-ENCODERS = {"mel": "Log-mel, normalised on speech (any voice)",
+ENCODERS = {"speech": "Speech model, learnt from many voices",
+            "mel": "Log-mel, normalised on speech (any voice)",
             "ave+whisper": "AVE trained on this footage + Whisper", "ave": "AVE trained on this footage",
             "whisper": "Whisper tiny.en (pretrained)"}  # AudioConfig.encoder
-ENCODER_NAMES = {"mel": "Log-mel", "ave": "AVE", "synctalk": "SyncTalk AVE", "whisper-tiny.en": "Whisper tiny.en",
+ENCODER_NAMES = {"speech": "Speech model", "mel": "Log-mel", "ave": "AVE", "synctalk": "SyncTalk AVE", "whisper-tiny.en": "Whisper tiny.en",
                  "ave+whisper-tiny.en": "AVE + Whisper"}  # by features' id
 LOSS_CURVES = {"loss": ("total", (235, 235, 240)), "sync_loss": ("sync", (90, 170, 240)),
                "mouth_loss": ("mouth", (255, 170, 60))}

@@ -1,0 +1,139 @@
+"""Lip-sync benchmark: how well each way of turning speech into a mouth follows real mouths, before any rendering.
+
+Run by hand: ``python benchmarks/lipsync.py [--keep DIR]``. One table from one run. Rows:
+- "per-subject readout": today's default before the speech model, log-mel features and the avatar's mouth readout
+  fitted on the subject's own training frames (core.avatar.model.AvatarModel.fit_readout).
+- "speech model zero-shot": the shipped speech model's lip opening, no fitting to the subject at all.
+- "speech model + calibration": the same readout fitted on the speech model's outputs instead of log-mel.
+Columns: the corpus's speaker-disjoint validation (median over held-out speakers, from the model card: the k-fold
+run that made the shipped model); may and katie whole-clip r of the opening (zero-shot: the model never saw them);
+may and katie held-out drive r (the last 20%, the opening that drives the avatar's lips against the tracked one);
+cross-voice r (May's driver fed katie's speech, against katie's real mouth, 200 frames); the median best lag; and
+milliseconds of compute per second of speech. Each r at lag 0 / at the best lag within ±3 frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.audio.features import MelEncoder, SpeechEncoder  # noqa: E402
+from core.audio.mouth import mouth_opening  # noqa: E402
+from core.audio.train_ave import training_frames  # noqa: E402
+from core.avatar.model import AvatarConfig, AvatarModel  # noqa: E402
+from core.avatar.train import standardised_mouths  # noqa: E402
+from core.ingest import AUDIO_FILE, IngestJob  # noqa: E402
+from core.jobs import run_job  # noqa: E402
+from core.media import AUDIO_RATE, load_audio  # noqa: E402
+from core.metrics import mouth_sync_r  # noqa: E402
+from core.project import Project  # noqa: E402
+from core.speech.lipsync import speech_model  # noqa: E402
+from core.speech.targets import OPENING  # noqa: E402
+from core.tracking.track import TrackJob, load_tracking  # noqa: E402
+
+MEDIA = ROOT.parent / "shared" / "media"
+HOLDOUT = 0.2
+CROSS_FRAMES = 200
+
+
+def subject(clip: str, workdir: Path) -> dict:
+    """The clip ingested and tracked: its audio, fps, tracked opening and standardised mouths."""
+    project = Project.create(workdir / clip)
+    run_job(IngestJob(project, MEDIA / f"{clip}.mp4"))
+    run_job(TrackJob(project))
+    landmarks = load_tracking(project)["landmarks"]
+    n = len(landmarks)
+    return {"audio": load_audio(project.path(AUDIO_FILE)), "fps": Fraction(project.checked_footage().info["fps"]),
+            "opening": mouth_opening(landmarks), "n": n, "n_train": training_frames(n, HOLDOUT),
+            "mouths": standardised_mouths(landmarks, training_frames(n, HOLDOUT))}
+
+
+def readout(features: np.ndarray, s: dict) -> AvatarModel:
+    """The avatar's mouth readout fitted on the subject's training frames (what training does)."""
+    model = AvatarModel.empty(1, features.shape[1], AvatarConfig())
+    model.fit_readout(features, s["mouths"], np.arange(s["n_train"]), standardise=False)
+    return model
+
+
+def driven(model: AvatarModel, features: np.ndarray, frames: range) -> np.ndarray:
+    """The opening (z-score) that drives the lips of each frame: the readout's estimate through the projector."""
+    with torch.inference_mode():
+        return np.array([model.driven_opening(model.mouth(torch.from_numpy(model.audio_window(features, i))))
+                         for i in frames])
+
+
+def rs(pred: np.ndarray, real: np.ndarray) -> tuple[float, float, int]:
+    r0, _ = mouth_sync_r(pred, real, 0)
+    r, lag = mouth_sync_r(pred, real, 3)
+    return r0, r, lag
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--keep", metavar="DIR", help="make the projects in DIR and leave them there")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lipsync-bench-"))
+    may, katie = subject("may_13s", workdir), subject("katie_8s", workdir)
+    card = speech_model().card["validation"]
+
+    encoders = {"per-subject readout": MelEncoder(), "speech model": SpeechEncoder()}
+    feats, ms = {}, {}
+    for name, enc in encoders.items():
+        for clip, s in (("may", may), ("katie", katie)):
+            t = time.perf_counter()
+            feats[name, clip] = enc.features(s["audio"], s["n"], s["fps"])
+            ms[name, clip] = (time.perf_counter() - t) * 1000 / (len(s["audio"]) / AUDIO_RATE)
+    opening_col = list(speech_model().net.config.outputs).index(OPENING)
+
+    rows = []
+    for row, enc, calibrated in (("per-subject readout", "per-subject readout", True),
+                                 ("speech model zero-shot", "speech model", False),
+                                 ("speech model + calibration", "speech model", True)):
+        cells, lags = {}, []
+        if enc == "speech model" and not calibrated:
+            cells["corpus"] = (card["median_speaker_r"], card["median_speaker_r_best_lag"])
+        for clip, s in (("may", may), ("katie", katie)):
+            f = feats[enc, clip]
+            held = range(s["n_train"], s["n"])
+            if calibrated:
+                est = driven(readout(f, s), f, held)
+            else:
+                cells[f"{clip} whole"] = rs(f[:, opening_col], s["opening"])[:2]
+                lags.append(rs(f[:, opening_col], s["opening"])[2])
+                est = f[s["n_train"]:, opening_col]
+            r0, r, lag = rs(est, s["opening"][s["n_train"]:])
+            cells[f"{clip} held-out"] = (r0, r)
+            lags.append(lag)
+        # Cross-voice: May's driver (her calibration) fed katie's speech, against katie's real mouth.
+        kf = feats[enc, "katie"]
+        frames = range(min(CROSS_FRAMES, katie["n"]))
+        if calibrated:
+            est = driven(readout(feats[enc, "may"], may), kf, frames)
+        else:
+            est = kf[:len(frames), opening_col]
+        r0, r, lag = rs(est, katie["opening"][:len(frames)])
+        cells["cross-voice"] = (r0, r)
+        lags.append(lag)
+        rows.append((row, cells, int(np.median(lags)), (ms[enc, "may"] + ms[enc, "katie"]) / 2))
+
+    cols = ("corpus", "may whole", "katie whole", "may held-out", "katie held-out", "cross-voice")
+    print("| method | " + " | ".join(f"{c} r (lag 0 / best)" for c in cols) + " | median best lag | ms per s |")
+    print("|---|" + "---|" * (len(cols) + 2))
+    for name, cells, lag, cost in rows:
+        shown = [f"{cells[c][0]:.3f} / {cells[c][1]:.3f}" if c in cells else "—" for c in cols]
+        print(f"| {name} | " + " | ".join(shown) + f" | {lag:+d} | {cost:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

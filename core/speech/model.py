@@ -1,0 +1,168 @@
+"""The speech-to-face network, its file and the shipped weights.
+
+Front-end states [N,D] at 50 Hz -> per state the speaker-normalised mouth (z-scores of
+core.speech.targets.OUTPUTS) -> per video frame by linear interpolation at the frame's own time. The temporal
+part is a stack of 1-D convolutions that see ``past`` states back and ``future`` ahead each, so the look-ahead
+is bounded (the front-end's plus ``layers * future`` states) and a stream can run the same weights.
+
+A model file is a ``torch.save`` dict of tensors and JSON strings only, read with ``weights_only=True``; the shipped
+one is checked against the sha256 recorded beside it before it is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.audio.whisper import WHISPER_RATE
+from core.config import from_dict, to_dict
+from core.errors import AvatarStudioError
+from core.fsutil import atomic_path
+from core.speech.frontend import FrontendConfig
+from core.speech.targets import OUTPUTS
+
+SHIPPED_FILE = "speech_model.pt"      # in resources/models/, with SHIPPED_FILE + ".sha256" and the model card
+
+
+@dataclass(frozen=True)
+class SpeechModelConfig:
+    frontend: FrontendConfig = FrontendConfig()
+    layers: int = 0           # hidden convolutions; 0: one linear temporal convolution, fitted in closed form
+    width: int = 64           # their channels
+    past: int = 2             # taps back per convolution
+    future: int = 2           # taps ahead per convolution
+    dilation: int = 2         # states between taps
+    dropout: float = 0.3
+    outputs: tuple[str, ...] = OUTPUTS
+
+    @property
+    def kernel(self) -> int:
+        return self.past + 1 + self.future
+
+    @property
+    def lookahead_s(self) -> float:
+        """The most speech past a frame's time that its output depends on (front-end and network)."""
+        return self.frontend.lookahead_s + max(self.layers, 1) * self.future * self.dilation / WHISPER_RATE
+
+
+class SpeechToFace(nn.Module):
+    """States [B,N,D] -> mouth z-scores [B,N,K]. ``mean``/``std``/``scale``: the input statistics and each
+    output's typical within-clip spread and level in its own units (to write absolute blendshapes)."""
+
+    def __init__(self, config: SpeechModelConfig = SpeechModelConfig()):
+        super().__init__()
+        self.config = config
+        k, in_dim = len(config.outputs), config.frontend.dim
+        self.register_buffer("mean", torch.zeros(in_dim))       # [D]
+        self.register_buffer("std", torch.ones(in_dim))         # [D]
+        self.register_buffer("level", torch.zeros(k))           # [K] typical clip mean, own units
+        self.register_buffer("spread", torch.ones(k))           # [K] typical clip std, own units
+        self.register_buffer("gain", torch.ones(k))             # [K] the spread of its estimates on training speech
+        if config.layers == 0:
+            self.linear = nn.Conv1d(in_dim, k, config.kernel, dilation=config.dilation)
+        else:
+            self.inp = nn.Linear(in_dim, config.width)
+            self.convs = nn.ModuleList(nn.Conv1d(config.width, config.width, config.kernel, dilation=config.dilation)
+                                       for _ in range(config.layers))
+            self.norms = nn.ModuleList(nn.LayerNorm(config.width) for _ in range(config.layers))
+            self.out = nn.Linear(config.width, k)
+            self.drop = nn.Dropout(config.dropout)
+
+    def _pad(self, x: Tensor) -> Tensor:
+        """[B,C,N] -> [B,C,N+span]: the edge states repeated for the taps that reach past them."""
+        c = self.config
+        return F.pad(x, (c.past * c.dilation, c.future * c.dilation), mode="replicate")
+
+    def forward(self, states: Tensor) -> Tensor:
+        """z-scores [B,N,K] of states [B,N,D]."""
+        x = (states - self.mean) / self.std                                              # [B,N,D]
+        if self.config.layers == 0:
+            return self.linear(self._pad(x.transpose(1, 2))).transpose(1, 2)             # [B,N,K]
+        x = self.drop(self.inp(x))                                                       # [B,N,W]
+        for conv, norm in zip(self.convs, self.norms):
+            x = x + self.drop(F.gelu(conv(self._pad(norm(x).transpose(1, 2))))).transpose(1, 2)
+        return self.out(x)                                                               # [B,N,K]
+
+    def predict(self, states: np.ndarray) -> np.ndarray:
+        """float32 [N,K] z-scores of states float32 [N,D] (inference mode)."""
+        self.eval()
+        with torch.inference_mode():
+            return self(torch.from_numpy(np.ascontiguousarray(states, np.float32))[None])[0].numpy()
+
+    def absolute(self, z: np.ndarray) -> np.ndarray:
+        """float32 [...,K]: estimated z-scores in each output's own units at the corpus's typical level and spread
+        (estimates vary less than what they estimate: ``gain`` restores their typical range)."""
+        return (z / self.gain.numpy() * self.spread.numpy() + self.level.numpy()).astype(np.float32)
+
+
+def at_frames(per_state: np.ndarray, n_frames: int, fps: Fraction | float) -> np.ndarray:
+    """[n_frames, K] of per-state values [N,K] (state j at time j/50 s): linear interpolation at frame times i/fps,
+    the last state held past the end."""
+    pos = np.minimum(np.arange(n_frames) * (WHISPER_RATE / float(fps)), len(per_state) - 1)
+    left = np.floor(pos).astype(np.int64)
+    right = np.minimum(left + 1, len(per_state) - 1)
+    w = (pos - left)[:, None].astype(np.float32)
+    return (1 - w) * per_state[left] + w * per_state[right]
+
+
+@dataclass
+class SavedModel:
+    net: SpeechToFace
+    card: dict = field(default_factory=dict)   # the model card's facts (clips, figures, config)
+
+
+def save_model(path: Path, net: SpeechToFace, card: dict) -> str:
+    """Write the model (config, weights, card) atomically; returns its sha256."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": "avatar-studio speech model 1", "config": json.dumps(to_dict(net.config)),
+                    "card": json.dumps(card), "state": net.state_dict()}, tmp)
+    return file_sha256_hex(path)
+
+
+def file_sha256_hex(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(path: Path, sha256: str | None = None) -> SavedModel:
+    """The model at ``path``; with ``sha256``, refused unless the file has that hash. Tensors only
+    (``weights_only``): a file that is not a speech model is refused with a message, never executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise AvatarStudioError(f"{path}: no speech model there (train one with 'avatar-studio-cli speech-model "
+                                "train' or reinstall the studio)")
+    if sha256 is not None and file_sha256_hex(path) != sha256:
+        raise AvatarStudioError(f"{path}: the speech model's file does not match its recorded sha256 (damaged or "
+                                "replaced): reinstall the studio, or retrain it with 'avatar-studio-cli speech-model "
+                                "train'")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        config = from_dict(SpeechModelConfig, json.loads(saved["config"]))
+        net = SpeechToFace(config)
+        net.load_state_dict(saved["state"])
+        return SavedModel(net.eval(), json.loads(saved["card"]))
+    except Exception as e:  # any unreadable content, whatever the unpickler or torch raises
+        raise AvatarStudioError(f"{path}: not a readable speech model ({type(e).__name__}: {e}); retrain it with "
+                                "'avatar-studio-cli speech-model train' or reinstall the studio") from e
+
+
+def shipped_model() -> SavedModel:
+    """The speech model shipped in resources/models, checked against its recorded sha256."""
+    folder = resources.files("resources") / "models"
+    with resources.as_file(folder) as root:
+        digest_file = Path(root) / (SHIPPED_FILE + ".sha256")
+        if not digest_file.is_file():
+            raise AvatarStudioError(f"{digest_file}: the shipped speech model's hash is missing: reinstall the studio")
+        return load_model(Path(root) / SHIPPED_FILE, digest_file.read_text().split()[0])
