@@ -115,8 +115,12 @@ def cmd_audio(args: argparse.Namespace) -> int:
     r = result.report
     if "mouth_r" in r:
         say(f"  held-out frames: mouth-opening r {r['mouth_r']:.3f} (linear readout of these features)")
-    if "offset_frames" in r:
+    if "offset_frames" in r and "sync_score" in r:
         say(f"  sync model on held-out frames: offset {r['offset_frames']:+.0f} frames, margin {r['sync_score']:.3f}")
+    elif "offset_frames" in r:
+        ms = r["offset_frames"] / float(project.checked_footage().info["fps"]) * 1000
+        say(f"  the footage's sound comes {abs(ms):.0f} ms {'late' if ms >= 0 else 'early'} against its picture "
+            f"({r['offset_frames']:+.0f} frames, found by the speech model at r {r['offset_r']:.2f}): removed")
     return 0
 
 

@@ -28,7 +28,7 @@ import torch
 
 from core.audio.ave import AVE_DIM, AudioEncoder, fused_for_inference, import_synctalk_checkpoint
 from core.audio.mel import SYNCTALK_MEL, MelConfig, mel_windows, pooled_mel, speech_normalised
-from core.audio.mouth import crop_transforms, lower_face_crops, mouth_targets
+from core.audio.mouth import crop_transforms, lower_face_crops, mouth_opening, mouth_targets
 from core.audio.train_ave import AveData, AveTrainConfig, AveTrainer, mouth_score, train_ave
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError, ProjectError
@@ -40,6 +40,8 @@ from core.project import Project
 from core.speech.frontend import Frontend
 from core.speech.lipsync import speech_model
 from core.speech.model import at_frames
+from core.speech.offset import footage_offset, shifted
+from core.speech.targets import OPENING
 from core.speech.targets import OUTPUTS as SPEECH_OUTPUTS
 from core.tracking.track import load_tracking
 
@@ -294,6 +296,11 @@ class AudioFeaturesJob:
         cancel.check(self.name)
         features = encoder.features(audio, n_frames, fps, span(progress, 0.95, 0.99), cancel)
         cancel.check(self.name)
+        if config.encoder == "speech":
+            # The footage's own sound-to-picture offset, removed before the avatar calibrates to its mouths.
+            lag, r = footage_offset(features[:, SPEECH_OUTPUTS.index(OPENING)], mouth_opening(tracking["landmarks"]))
+            features = shifted(features, lag)
+            report.update(offset_frames=float(lag), offset_r=r)
         if "mouth_r" in report:
             report["mouth_r_ave"] = report.pop("mouth_r")
         blocks = encoder.blocks if isinstance(encoder, ConcatEncoder) else ()
