@@ -4,9 +4,10 @@ Run by hand: ``python benchmarks/lipsync.py [--keep DIR]``. One table from one r
 - "per-subject readout": today's default before the speech model, log-mel features and the avatar's mouth readout
   fitted on the subject's own training frames (core.avatar.model.AvatarModel.fit_readout).
 - "speech model zero-shot": the shipped speech model's lip opening, no fitting to the subject at all.
-- "speech model + calibration": the same readout fitted on the speech model's outputs instead of log-mel, after
-  the footage's own sound-to-picture offset is removed (found by the speech model on the training frames, as the
-  audio stage does); cross-voice feeds katie's speech aligned the same way to her picture.
+- "speech model + calibration": the speech model's outputs read through the avatar's calibration (a ridge from the
+  footage's own tracked values of those outputs to its mouths, on the training frames: what training now does),
+  after the footage's own sound-to-picture offset is removed (found by the speech model on the training frames, as
+  the audio stage does); cross-voice feeds katie's speech aligned the same way to her picture.
 Columns: the corpus's speaker-disjoint validation (median over held-out speakers, from the model card: the k-fold
 run that made the shipped model); may and katie whole-clip r of the opening (zero-shot: the model never saw them);
 may and katie held-out drive r (the last 20%, the opening that drives the avatar's lips against the tracked one);
@@ -41,7 +42,7 @@ from core.metrics import mouth_sync_r  # noqa: E402
 from core.project import Project  # noqa: E402
 from core.speech.lipsync import speech_model  # noqa: E402
 from core.speech.offset import footage_offset, shifted  # noqa: E402
-from core.speech.targets import OPENING  # noqa: E402
+from core.speech.targets import OPENING, OUTPUTS, tracked_targets  # noqa: E402
 from core.tracking.track import TrackJob, load_tracking  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -54,17 +55,25 @@ def subject(clip: str, workdir: Path) -> dict:
     project = Project.create(workdir / clip)
     run_job(IngestJob(project, MEDIA / f"{clip}.mp4"))
     run_job(TrackJob(project))
-    landmarks = load_tracking(project)["landmarks"]
+    tracking = load_tracking(project)
+    landmarks = tracking["landmarks"]
     n = len(landmarks)
+    n_train = training_frames(n, HOLDOUT)
     return {"audio": load_audio(project.path(AUDIO_FILE)), "fps": Fraction(project.checked_footage().info["fps"]),
-            "opening": mouth_opening(landmarks), "n": n, "n_train": training_frames(n, HOLDOUT),
-            "mouths": standardised_mouths(landmarks, training_frames(n, HOLDOUT))}
+            "opening": mouth_opening(landmarks), "n": n, "n_train": n_train,
+            "mouths": standardised_mouths(landmarks, n_train),
+            "tracked": tracked_targets(landmarks, tracking["blendshapes"], n_train)}
 
 
 def readout(features: np.ndarray, s: dict) -> AvatarModel:
-    """The avatar's mouth readout fitted on the subject's training frames (what training does)."""
+    """The avatar's mouth readout fitted on the subject's training frames, as training fits it: from log-mel, a
+    ridge on the frames' sound; for the speech model, its calibration on the frames' tracked face."""
     model = AvatarModel.empty(1, features.shape[1], AvatarConfig())
-    model.fit_readout(features, s["mouths"], np.arange(s["n_train"]), standardise=False)
+    frames = np.arange(s["n_train"])
+    if features.shape[1] == len(OUTPUTS):
+        model.fit_calibration(s["tracked"], s["mouths"], frames)
+    else:
+        model.fit_readout(features, s["mouths"], frames, standardise=False)
     return model
 
 

@@ -33,8 +33,8 @@ def test_panel_waits_for_tracking(qtbot):
     assert panel.hint.isVisible() and "Track the face first" in panel.hint.text()
     state.set_tracking({"valid": np.ones(3, bool)})
     assert panel.run_button.isEnabled() and not panel.hint.isVisible()
-    assert panel.run_button.text() == "Extract" and not panel.steps_box.isEnabled()   # log-mel, the default
-    assert panel.config().encoder == "mel"
+    assert panel.run_button.text() == "Extract" and not panel.steps_box.isEnabled()   # the speech model, the default
+    assert panel.config().encoder == "speech"
     panel.set_encoder("ave+whisper")
     assert panel.run_button.text() == "Train" and panel.steps_box.isEnabled()
     panel.set_encoder("whisper")
@@ -97,12 +97,12 @@ def test_cancel_training_stops_within_a_step(window, qtbot, tmp_path):
 
 
 @pytest.mark.slow
-def test_extract_mel_features_from_the_menu(window, qtbot):
+def test_extract_speech_features_from_the_menu(window, qtbot):
     action = next(a for a in window.actions() if a.text() == "&Extract Audio Features")
     action.trigger()
-    assert window.audio_panel.encoder() == "mel"
+    assert window.audio_panel.encoder() == "speech"
     qtbot.waitUntil(lambda: window.job is None, timeout=120_000)
     assert window.last_error is None
-    assert window.audio_panel.summary.text().startswith("Log-mel features: 331 frames × 80. Held-out: mouth r ")
+    assert window.audio_panel.summary.text().startswith("Speech model features: 331 frames × 25. Held-out: mouth r ")
     x, _ = window.audio_panel.curves["loss"].getData()
     assert x is None or len(x) == 0

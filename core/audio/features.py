@@ -114,10 +114,12 @@ class SpeechEncoder:
 
     def features(self, audio: np.ndarray, n_frames: int, fps: Fraction, progress: ProgressFn | None = None,
                  cancel: CancelToken | None = None) -> np.ndarray:
-        """float32 [n_frames, 25] for audio float32 [S] at 16 kHz."""
+        """float32 [n_frames, 25] for audio float32 [S] at 16 kHz: the estimates scaled to the spread of real
+        z-scores (estimates vary less than what they estimate), so that they stand in for tracked values."""
         model = speech_model(self.model_path)
         frontend = Frontend(model.net.config.frontend, cancel=cancel)
-        return at_frames(model.net.predict(frontend.states(audio, progress, cancel)), n_frames, fps)
+        z = at_frames(model.net.predict(frontend.states(audio, progress, cancel)), n_frames, fps)
+        return z / model.net.gain.numpy()
 
 
 @dataclass

@@ -37,6 +37,7 @@ class AvatarConfig:
     readout_ridge: float = 350.0  # its ridge weight on standardised features
     readout_smooth: int = 3      # the mouth estimates are averaged over this many frames (odd; 1: not at all)
     mouth_components: int = 4    # the lip feature reads a mouth through its first principal components
+    calibration_ridge: float = 10.0  # fit_calibration's ridge weight (z-scores)
 
 
 @dataclass
@@ -180,7 +181,31 @@ class AvatarModel(nn.Module):
                 gram = a @ a.T + self.config.readout_ridge * torch.eye(len(frames), dtype=torch.float64)
                 readout[:, cols] = (a.T @ torch.linalg.solve(gram, y)).view(2 * c + 1, -1, MOUTH_DIM)
             self.readout.copy_((readout / len(parts)).reshape(-1, MOUTH_DIM).float())
-            components = torch.linalg.svd(y, full_matrices=False).Vh[:self.config.mouth_components]   # [k,81]
+        self._fit_projector(y)
+
+    def fit_calibration(self, tracked: np.ndarray, mouth: np.ndarray, frames: np.ndarray) -> None:
+        """Calibrate the speech model's features [T,K] (speaker-normalised estimates of the lip opening and the
+        mouth blendshapes, core.speech) to this subject: a ridge from the footage's own tracked values of those K
+        quantities [T,K] (z-scores over the training frames) to its mouths [T,81] on the given training frames. It
+        needs no sound, so silent footage calibrates too; driving reads the estimates where the tracked values
+        were, at the frame itself (the readout's centre tap)."""
+        self.audio_mean.zero_()
+        self.audio_std.fill_(1.0)
+        c, d = self.config.readout_context, tracked.shape[1]
+        with torch.no_grad():
+            x = torch.from_numpy(tracked[frames]).double()                             # [N,K]
+            y = torch.from_numpy(mouth[frames]).double()                               # [N,81]
+            x, y = x - x.mean(0), y - y.mean(0)
+            gram = x.T @ x + self.config.calibration_ridge * torch.eye(d, dtype=torch.float64)
+            readout = torch.zeros(2 * c + 1, d, MOUTH_DIM, dtype=torch.float64)         # [k,K,81]
+            readout[c] = torch.linalg.solve(gram, x.T @ y)
+            self.readout.copy_(readout.reshape(-1, MOUTH_DIM).float())
+        self._fit_projector(y)
+
+    def _fit_projector(self, centred: Tensor) -> None:
+        """The mouth projector onto the first principal components of the training mouths [N,81] (centred)."""
+        with torch.no_grad():
+            components = torch.linalg.svd(centred, full_matrices=False).Vh[:self.config.mouth_components]  # [k,81]
             self.mouth_projector.copy_((components.T @ components).float())             # [81,81]
 
     def lip(self, audio: Tensor) -> Tensor:

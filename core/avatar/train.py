@@ -49,6 +49,7 @@ from core.project import Project
 from core.render.api import RenderOutput, rasterize
 from core.render.camera import Camera
 from core.render.cpu import quat_to_rotmat
+from core.speech.targets import tracked_targets
 from core.tracking.regions import mouth_box
 from core.tracking.template import NOSE_TIP, canonical_mesh
 from core.tracking.track import load_tracking
@@ -134,6 +135,8 @@ class TrainData:
     mouth: np.ndarray         # float32 [T,81] the tracked mouth (core.audio.mouth.mouth_targets), standardised
     template: np.ndarray      # float [468,3] the subject's fitted face template, head space cm
     n_train: int              # frames [0, n_train) are trained on
+    calibration: np.ndarray | None = None  # float32 [T,25] for speech-model features: the footage's tracked values
+                                           # of what they estimate (core.speech.targets.tracked_targets)
 
     def __len__(self) -> int:
         return len(self.views)
@@ -177,9 +180,11 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
             if progress and i % 25 == 0:
                 progress(Progress(i / len(images), "Cropping the face"))
     n_train = training_frames(len(views), config.holdout)
+    speech = features.encoder == SpeechEncoder.id
+    calibration = tracked_targets(views.landmarks, tracking["blendshapes"], n_train) if speech else None
     return TrainData(views, images, audio.astype(np.float32), features.encoder in (MelEncoder.id, SpeechEncoder.id),
-                     features.blocks,
-                     standardised_mouths(views.landmarks, n_train), tracking["template"], n_train)
+                     features.blocks, standardised_mouths(views.landmarks, n_train), tracking["template"], n_train,
+                     calibration)
 
 
 def standardised_mouths(landmarks: np.ndarray, n_train: int) -> np.ndarray:
@@ -200,8 +205,11 @@ def initial_model(project: Project, data: TrainData, config: TrainConfig) -> Ava
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = AvatarModel(head.splats, float(data.template[NOSE_TIP, 1]), data.audio.shape[1], config.avatar)
-    model.fit_readout(data.audio, data.mouth, np.arange(data.n_train), standardise=not data.normalised,
-                      blocks=data.blocks)
+    frames = np.arange(data.n_train)
+    if data.calibration is not None:
+        model.fit_calibration(data.calibration, data.mouth, frames)
+    else:
+        model.fit_readout(data.audio, data.mouth, frames, standardise=not data.normalised, blocks=data.blocks)
     return model
 
 
