@@ -116,7 +116,7 @@ def main() -> None:
         if calibrated and enc == "speech model":   # each footage's own sound offset removed, found on its training frames
             for clip, s in (("may", may), ("katie", katie)):
                 f = feats[enc, clip]
-                lag, _ = footage_offset(f[:s["n_train"], opening_col], s["opening"][:s["n_train"]])
+                lag, _ = footage_offset(f[:s["n_train"], opening_col], s["opening"][:s["n_train"]], 12)
                 feats["aligned", clip] = shifted(f, lag)
                 offsets[clip] = lag
             enc = "aligned"

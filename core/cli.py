@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,10 +49,19 @@ def run_with_bar(job: Job[Any]) -> Any:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from core.ingest import IngestJob
 
+    from core.ingest import IngestConfig, is_silent
+
     root = Path(args.project)
+    config = IngestConfig(sound=Path(args.audio) if args.audio else None, offset=args.offset)
     project = Project.open(root) if is_project(root) else Project.create(root)
-    ref = run_with_bar(IngestJob(project, Path(args.footage)))
+    ref = run_with_bar(IngestJob(project, Path(args.footage), config))
     say(f"Imported {Path(ref.path).name} into project {project.root}")
+    if args.audio:
+        say(f"  its sound from {args.audio}" + (f", {args.offset:+.3f} s removed" if args.offset else "")
+            + "; the audio stage finds any offset left and removes it")
+    elif is_silent(project):
+        say("  the footage has no sound: the avatar's lips learn from the tracked face alone, and it speaks any "
+            "speech you dub (import its sound with --audio FILE if it was recorded apart)")
     return 0
 
 
@@ -111,14 +121,16 @@ def cmd_audio(args: argparse.Namespace) -> int:
     project = Project.open(args.project)
     result = run_with_bar(AudioFeaturesJob(project, config))
     t, d = result.features.shape
-    say(f"Audio features for {project.name}: {t} frames x {d} ({result.encoder})")
     r = result.report
+    say(f"Audio features for {project.name}: {t} frames x {d} ({result.encoder})")
+    if "offset_frames" not in r and result.encoder == "speech":
+        say("  the footage has no sound: the avatar calibrates the speech model from the tracked face alone")
     if "mouth_r" in r:
         say(f"  held-out frames: mouth-opening r {r['mouth_r']:.3f} (linear readout of these features)")
     if "offset_frames" in r and "sync_score" in r:
         say(f"  sync model on held-out frames: offset {r['offset_frames']:+.0f} frames, margin {r['sync_score']:.3f}")
     elif "offset_frames" in r:
-        ms = r["offset_frames"] / float(project.checked_footage().info["fps"]) * 1000
+        ms = r["offset_frames"] / float(Fraction(project.checked_footage().info["fps"])) * 1000
         say(f"  the footage's sound comes {abs(ms):.0f} ms {'late' if ms >= 0 else 'early'} against its picture "
             f"({r['offset_frames']:+.0f} frames, found by the speech model at r {r['offset_r']:.2f}): removed")
     return 0
@@ -219,8 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("ingest", help="import footage into a project (created if needed)")
-    s.add_argument("footage", help="talking-head video with the speaker's voice")
+    s.add_argument("footage", help="talking-head video (with the speaker's voice, or silent)")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.add_argument("--audio", metavar="SOUND", help="the footage's sound, recorded apart (any audio file)")
+    s.add_argument("--offset", type=float, default=0.0, metavar="SECONDS",
+                   help="seconds the sound comes late against the picture, removed at import (default 0: the "
+                        "audio stage finds the offset itself)")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("info", help="describe a project and check its footage")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from core import config as cfgs
 from core.errors import MediaError
@@ -18,11 +20,21 @@ AUDIO_FILE = "audio_16k.wav"
 class IngestConfig:
     sample_rate: int = AUDIO_RATE  # speech is analysed at 16 kHz mono downstream
     audio_stream: int = 0
+    sound: Path | None = None      # the footage's sound recorded apart (any audio file); None: its own track
+    offset: float = 0.0            # seconds the sound comes late against the picture, removed at import
+
+
+def is_silent(project: Project) -> bool:
+    """Whether the project's footage came with no sound at all (no track of its own, none imported beside it)."""
+    record = project.stages.get("ingest")
+    return (project.footage is not None and not project.footage.info["audio"]
+            and (record is None or record.config.get("sound") is None))
 
 
 @dataclass
 class IngestJob:
-    """Probe, hash and reference ``footage`` in ``project``; write its audio as 16 kHz mono WAV.
+    """Probe, hash and reference ``footage`` in ``project``; write its sound as 16 kHz mono WAV: its own track, a
+    sound file recorded apart (``config.sound``), or silence for footage without sound.
 
     Nothing in the project changes until the job succeeds: a cancel or an error leaves it as it was.
     """
@@ -38,8 +50,9 @@ class IngestJob:
         info = probe(path)
         if not info.has_video:
             raise MediaError(path, "has no video stream: footage must be a video of the speaker")
-        if not info.has_audio:
-            raise MediaError(path, "has no audio track: the avatar learns lip sync from the speaker's voice")
+        sound = Path(self.config.sound).expanduser().absolute() if self.config.sound is not None else None
+        if sound is not None and not probe(sound).has_audio:
+            raise MediaError(sound, "has no audio track: it cannot be the footage's sound")
         cancel.check(self.name)
 
         size = path.stat().st_size
@@ -50,14 +63,32 @@ class IngestJob:
 
         digest = file_sha256(path, on_chunk=hashed)
         progress(Progress(0.5, "Extracting audio"))
-        audio = load_audio(path, self.config.sample_rate, self.config.audio_stream)  # float32 [S]
+        rate = self.config.sample_rate
+        if sound is not None:   # recorded apart: its length made the picture's
+            audio = _fit(_advance(load_audio(sound, rate), self.config.offset, rate), round(info.duration * rate))
+        elif info.has_audio:
+            audio = _advance(load_audio(path, rate, self.config.audio_stream), self.config.offset, rate)
+        else:                   # silent footage: the avatar learns its lips from the tracked face alone
+            audio = np.zeros(round(info.duration * rate), np.float32)
         cancel.check(self.name)
-        write_wav(self.project.path(AUDIO_FILE), audio, self.config.sample_rate)
+        write_wav(self.project.path(AUDIO_FILE), audio, rate)
 
         st = path.stat()
         ref = FootageRef(path=str(path), sha256=digest, size=st.st_size, mtime=st.st_mtime, info=info.to_dict())
         self.project.footage = ref
-        self.project.record_stage("ingest", [AUDIO_FILE], cfgs.to_dict(self.config), {"footage": digest})
+        inputs = {"footage": digest} | ({"sound": file_sha256(sound)} if sound is not None else {})
+        self.project.record_stage("ingest", [AUDIO_FILE], cfgs.to_dict(replace(self.config, sound=sound)), inputs)
         self.project.save()
         progress(Progress(1.0, f"Imported {path.name}: {info.frame_count} frames, {info.duration:.2f} s"))
         return ref
+
+
+def _advance(audio: np.ndarray, seconds: float, rate: int) -> np.ndarray:
+    """``audio`` [S] moved ``seconds`` earlier (negative: later, silence first)."""
+    shift = round(seconds * rate)
+    return audio[shift:] if shift >= 0 else np.concatenate([np.zeros(-shift, np.float32), audio])
+
+
+def _fit(audio: np.ndarray, n: int) -> np.ndarray:
+    """``audio`` [S] cut or padded with silence to ``n`` samples."""
+    return audio[:n] if len(audio) >= n else np.concatenate([audio, np.zeros(n - len(audio), np.float32)])

@@ -49,7 +49,6 @@ def _silent_clip(path):
     ("text.mp4", "not a media file"),
     ("truncated.mp4", "truncated"),
     ("speech.wav", "no video stream"),
-    ("silent.mp4", "no audio track"),
     ("missing.mp4", "file not found"),
 ])
 def test_ingest_bad_footage_is_named_and_project_untouched(media_dir, tmp_path, capsys, case, problem):
@@ -60,8 +59,6 @@ def test_ingest_bad_footage_is_named_and_project_untouched(media_dir, tmp_path, 
         bad.write_bytes((media_dir / "may_13s.mp4").read_bytes()[:100_000])
     elif case == "speech.wav":
         shutil.copy(media_dir / "speech_radio_8s_16k.wav", bad)
-    elif case == "silent.mp4":
-        _silent_clip(bad)
     proj = tmp_path / "proj"
     Project.create(proj)
     before = (proj / PROJECT_FILE).read_bytes()
@@ -70,6 +67,20 @@ def test_ingest_bad_footage_is_named_and_project_untouched(media_dir, tmp_path, 
     assert case in err and problem in err
     assert (proj / PROJECT_FILE).read_bytes() == before
     assert sorted(f.name for f in proj.iterdir()) == [PROJECT_FILE]
+
+
+def test_silent_footage_imports_and_a_sound_file_without_sound_is_named(tmp_path, capsys):
+    silent = tmp_path / "silent.mp4"
+    _silent_clip(silent)
+    assert main(["ingest", str(silent), "--project", str(tmp_path / "p")]) == 0
+    assert "no sound" in capsys.readouterr().out
+    proj = tmp_path / "q"
+    Project.create(proj)
+    before = (proj / PROJECT_FILE).read_bytes()
+    assert main(["ingest", str(silent), "--audio", str(silent), "--project", str(proj)]) == 1
+    err = capsys.readouterr().err
+    assert "silent.mp4" in err and "no audio track" in err
+    assert (proj / PROJECT_FILE).read_bytes() == before
 
 
 def test_info_on_corrupt_project(tmp_path, capsys):

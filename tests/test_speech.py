@@ -139,3 +139,44 @@ def test_training_on_four_corpus_clips_writes_a_model_that_drives_an_avatar(corp
                             DubConfig(end=1.0)))
     assert result.frames == 25
     shutil.rmtree(tmp_path / "cache")
+
+
+def _picture_only(src: Path, dst: Path) -> None:
+    """``src``'s video stream alone, remuxed into ``dst`` (no sound)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        video = inp.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        for packet in inp.demux(video):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            out.mux(packet)
+
+
+@pytest.mark.slow
+def test_silent_footage_and_sound_recorded_apart_train_and_dub(media_dir, tmp_path, capsys):
+    from core.audio.features import load_features
+    from core.media import write_wav
+    from core.project import Project
+
+    clip = media_dir / "katie_8s.mp4"
+    picture = tmp_path / "katie_picture.mp4"
+    _picture_only(clip, picture)
+    sound = tmp_path / "katie_sound.wav"
+    write_wav(sound, np.concatenate([np.zeros(3200, np.float32), load_audio(clip)]))   # 0.2 s late
+    offsets = {}
+    for name, footage, extra in (("own", clip, []), ("silent", picture, []), ("apart", picture, ["--audio", str(sound)])):
+        root = tmp_path / name
+        assert main(["ingest", str(footage), "--project", str(root), *extra]) == 0
+        assert main(["track", "--project", str(root)]) == 0
+        assert main(["audio", "--project", str(root)]) == 0
+        offsets[name] = load_features(Project.open(root)).report.get("offset_frames")
+        if name != "own":
+            assert main(["train", "--project", str(root), "--preset", "tiny"]) == 0
+            out = tmp_path / f"{name}.mp4"
+            assert main(["dub", "--project", str(root), "--audio", str(media_dir / "speech_radio_8s_16k.wav"),
+                         "--out", str(out), "--end", "1"]) == 0 and out.is_file()
+    assert offsets["silent"] is None and "no sound" in capsys.readouterr().out
+    assert abs(offsets["apart"] - offsets["own"] - 5) <= 1     # 0.2 s = 5 frames at 25 fps

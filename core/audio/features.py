@@ -33,14 +33,14 @@ from core.audio.train_ave import AveData, AveTrainConfig, AveTrainer, mouth_scor
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError, ProjectError
 from core.fsutil import atomic_path, load_npz, save_npz
-from core.ingest import AUDIO_FILE
+from core.ingest import AUDIO_FILE, is_silent
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.project import Project
 from core.speech.frontend import Frontend
 from core.speech.lipsync import speech_model
 from core.speech.model import at_frames
-from core.speech.offset import footage_offset, shifted
+from core.speech.offset import MAX_OFFSET_S, footage_offset, shifted
 from core.speech.targets import OPENING
 from core.speech.targets import OUTPUTS as SPEECH_OUTPUTS
 from core.tracking.track import load_tracking
@@ -283,6 +283,11 @@ class AudioFeaturesJob:
                 pass
         fps = Fraction(footage.info["fps"])
         n_frames = len(tracking["landmarks"])
+        silent = is_silent(self.project)
+        if silent and config.encoder != "speech":
+            raise AvatarStudioError(f"the footage has no sound, and the {config.encoder} encoder learns from it: use "
+                                    "the speech encoder (the default), which calibrates from the tracked face, or "
+                                    "import the footage's sound with 'avatar-studio-cli ingest FOOTAGE --audio SOUND'")
         audio_path = self.project.path(AUDIO_FILE)
         audio = load_audio(audio_path if audio_path.is_file() else footage.path)
 
@@ -298,9 +303,10 @@ class AudioFeaturesJob:
         cancel.check(self.name)
         features = encoder.features(audio, n_frames, fps, span(progress, 0.95, 0.99), cancel)
         cancel.check(self.name)
-        if config.encoder == "speech":
+        if config.encoder == "speech" and not silent:
             # The footage's own sound-to-picture offset, removed before the avatar calibrates to its mouths.
-            lag, r = footage_offset(features[:, SPEECH_OUTPUTS.index(OPENING)], mouth_opening(tracking["landmarks"]))
+            lag, r = footage_offset(features[:, SPEECH_OUTPUTS.index(OPENING)], mouth_opening(tracking["landmarks"]),
+                                    round(MAX_OFFSET_S * float(fps)))
             features = shifted(features, lag)
             report.update(offset_frames=float(lag), offset_r=r)
         if "mouth_r" in report:

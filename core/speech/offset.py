@@ -9,12 +9,13 @@ import numpy as np
 
 from core.metrics import mouth_sync_r
 
-MAX_OFFSET = 6      # frames searched either way
+MAX_OFFSET_S = 0.5      # searched either way
 
 
-def footage_offset(estimate: np.ndarray, tracked: np.ndarray, max_offset: int = MAX_OFFSET) -> tuple[int, float]:
+def footage_offset(estimate: np.ndarray, tracked: np.ndarray, max_offset: int = 12) -> tuple[int, float]:
     """(frames, r): how many frames the sound comes late against the picture (negative: early), from the speech
-    model's opening estimate [T] and the tracked opening [T], and the correlation there."""
+    model's opening estimate [T] and the tracked opening [T], searched within ±max_offset frames, and the
+    correlation there."""
     r, lag = mouth_sync_r(estimate, tracked, max_offset)
     return lag, r
 
