@@ -4,6 +4,9 @@ Run by hand: ``python benchmarks/lipsync.py [--keep DIR]``. One table from one r
 - "per-subject readout": today's default before the speech model, log-mel features and the avatar's mouth readout
   fitted on the subject's own training frames (core.avatar.model.AvatarModel.fit_readout).
 - "speech model zero-shot": the shipped speech model's lip opening, no fitting to the subject at all.
+- "openfacefx rule baseline": phonemes (Whisper's words force-aligned by PocketSphinx) through openfacefx's rule
+  tables to ARKit JawOpen (benchmarks/rule_baseline.py); a voice-independent curve, so its cross-voice column is
+  katie's own first 200 frames.
 - "speech model + calibration": the speech model's outputs read through the avatar's calibration (a ridge from the
   footage's own tracked values of those outputs to its mouths, on the training frames: what training now does),
   after the footage's own sound-to-picture offset is removed (found by the speech model on the training frames, as
@@ -44,6 +47,8 @@ from core.speech.lipsync import speech_model  # noqa: E402
 from core.speech.offset import footage_offset, shifted  # noqa: E402
 from core.speech.targets import OPENING, OUTPUTS, tracked_targets  # noqa: E402
 from core.tracking.track import TrackJob, load_tracking  # noqa: E402
+
+import rule_baseline  # noqa: E402  (benchmarks/rule_baseline.py)
 
 MEDIA = ROOT.parent / "shared" / "media"
 HOLDOUT = 0.2
@@ -93,20 +98,22 @@ def rs(pred: np.ndarray, real: np.ndarray) -> tuple[float, float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keep", metavar="DIR", help="make the projects in DIR and leave them there")
+    ap.add_argument("--speech-model", metavar="FILE", help="a model from 'speech-model train' (default: shipped)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lipsync-bench-"))
     may, katie = subject("may_13s", workdir), subject("katie_8s", workdir)
-    card = speech_model().card["validation"]
+    model_path = Path(args.speech_model) if args.speech_model else None
+    card = speech_model(model_path).card["validation"]
 
-    encoders = {"per-subject readout": MelEncoder(), "speech model": SpeechEncoder()}
+    encoders = {"per-subject readout": MelEncoder(), "speech model": SpeechEncoder(model_path)}
     feats, ms = {}, {}
     for name, enc in encoders.items():
         for clip, s in (("may", may), ("katie", katie)):
             t = time.perf_counter()
             feats[name, clip] = enc.features(s["audio"], s["n"], s["fps"])
             ms[name, clip] = (time.perf_counter() - t) * 1000 / (len(s["audio"]) / AUDIO_RATE)
-    opening_col = list(speech_model().net.config.outputs).index(OPENING)
+    opening_col = list(speech_model(model_path).net.config.outputs).index(OPENING)
 
     rows, offsets = [], {}
     for row, enc, calibrated in (("per-subject readout", "per-subject readout", True),
@@ -148,6 +155,20 @@ def main() -> None:
         rows.append((row, cells, int(np.median(lags)), cost / 2))
 
     print(f"footage offsets found by the speech model (frames, sound late): {offsets}\n")
+    if rule_baseline.AVAILABLE:   # rule tables from phonemes: one curve per clip, no fitting to anyone
+        cells, lags, cost = {}, [], 0.0
+        for clip, s in (("may", may), ("katie", katie)):
+            t = time.perf_counter()
+            curve = rule_baseline.openfacefx_opening(s["audio"], s["n"], float(s["fps"]))
+            cost += (time.perf_counter() - t) * 1000 / (len(s["audio"]) / AUDIO_RATE) / 2
+            r0, r, lag = rs(curve, s["opening"])
+            cells[f"{clip} whole"] = (r0, r)
+            lags.append(lag)
+            cells[f"{clip} held-out"] = rs(curve[s["n_train"]:], s["opening"][s["n_train"]:])[:2]
+            if clip == "katie":
+                cells["cross-voice"] = rs(curve[:CROSS_FRAMES], s["opening"][:CROSS_FRAMES])[:2]
+        rows.append(("openfacefx rule baseline", cells, int(np.median(lags)), cost))
+
     cols = ("corpus", "may whole", "katie whole", "may held-out", "katie held-out", "cross-voice")
     print("| method | " + " | ".join(f"{c} r (lag 0 / best)" for c in cols) + " | median best lag | ms per s |")
     print("|---|" + "---|" * (len(cols) + 2))

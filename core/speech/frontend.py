@@ -28,7 +28,7 @@ N_MELS = 80
 @dataclass(frozen=True)
 class FrontendConfig:
     block: int = 5          # states per encoder pass (100 ms)
-    context: int = 95       # states of earlier audio each pass sees (1.9 s)
+    context: int = 245      # states of earlier audio each pass sees (4.9 s)
     lookahead: int = 2      # states of later audio each pass sees past its block (40 ms)
     batch: int = 32         # windows per encoder call offline
     mel: bool = True        # the block's own log-mel (Whisper's, two frames per state averaged) beside the states
