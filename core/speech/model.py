@@ -36,12 +36,9 @@ SHIPPED_FILE = "speech_model.pt"      # in resources/models/, with SHIPPED_FILE 
 @dataclass(frozen=True)
 class SpeechModelConfig:
     frontend: FrontendConfig = FrontendConfig()
-    layers: int = 0           # hidden convolutions; 0: one linear temporal convolution, fitted in closed form
-    width: int = 64           # their channels
-    past: int = 2             # taps back per convolution
-    future: int = 2           # taps ahead per convolution
+    past: int = 2             # taps back
+    future: int = 2           # taps ahead
     dilation: int = 2         # states between taps
-    dropout: float = 0.3
     outputs: tuple[str, ...] = OUTPUTS
 
     @property
@@ -51,7 +48,7 @@ class SpeechModelConfig:
     @property
     def lookahead_s(self) -> float:
         """The most speech past a frame's time that its output depends on (front-end and network)."""
-        return self.frontend.lookahead_s + max(self.layers, 1) * self.future * self.dilation / WHISPER_RATE
+        return self.frontend.lookahead_s + self.future * self.dilation / WHISPER_RATE
 
 
 class SpeechToFace(nn.Module):
@@ -67,30 +64,14 @@ class SpeechToFace(nn.Module):
         self.register_buffer("level", torch.zeros(k))           # [K] typical clip mean, own units
         self.register_buffer("spread", torch.ones(k))           # [K] typical clip std, own units
         self.register_buffer("gain", torch.ones(k))             # [K] the spread of its estimates on training speech
-        if config.layers == 0:
-            self.linear = nn.Conv1d(in_dim, k, config.kernel, dilation=config.dilation)
-        else:
-            self.inp = nn.Linear(in_dim, config.width)
-            self.convs = nn.ModuleList(nn.Conv1d(config.width, config.width, config.kernel, dilation=config.dilation)
-                                       for _ in range(config.layers))
-            self.norms = nn.ModuleList(nn.LayerNorm(config.width) for _ in range(config.layers))
-            self.out = nn.Linear(config.width, k)
-            self.drop = nn.Dropout(config.dropout)
-
-    def _pad(self, x: Tensor) -> Tensor:
-        """[B,C,N] -> [B,C,N+span]: the edge states repeated for the taps that reach past them."""
-        c = self.config
-        return F.pad(x, (c.past * c.dilation, c.future * c.dilation), mode="replicate")
+        self.linear = nn.Conv1d(in_dim, k, config.kernel, dilation=config.dilation)
 
     def forward(self, states: Tensor) -> Tensor:
-        """z-scores [B,N,K] of states [B,N,D]."""
-        x = (states - self.mean) / self.std                                              # [B,N,D]
-        if self.config.layers == 0:
-            return self.linear(self._pad(x.transpose(1, 2))).transpose(1, 2)             # [B,N,K]
-        x = self.drop(self.inp(x))                                                       # [B,N,W]
-        for conv, norm in zip(self.convs, self.norms):
-            x = x + self.drop(F.gelu(conv(self._pad(norm(x).transpose(1, 2))))).transpose(1, 2)
-        return self.out(x)                                                               # [B,N,K]
+        """z-scores [B,N,K] of states [B,N,D]; the edge states repeat for the taps that reach past them."""
+        c = self.config
+        x = ((states - self.mean) / self.std).transpose(1, 2)                            # [B,D,N]
+        x = F.pad(x, (c.past * c.dilation, c.future * c.dilation), mode="replicate")     # [B,D,N+span]
+        return self.linear(x).transpose(1, 2)                                            # [B,N,K]
 
     def predict(self, states: np.ndarray) -> np.ndarray:
         """float32 [N,K] z-scores of states float32 [N,D] (inference mode)."""

@@ -27,8 +27,8 @@ class StreamingSpeech:
         self.net, self.frontend = net.eval(), frontend
         self.fps = Fraction(fps).limit_denominator(1_000_000)
         m = net.config
-        self._back = max(m.layers, 1) * m.past * m.dilation     # states an output reads before its own
-        self._ahead = max(m.layers, 1) * m.future * m.dilation  # and after
+        self._back = m.past * m.dilation                        # states an output reads before its own
+        self._ahead = m.future * m.dilation                     # and after
         self._audio = np.zeros(0, np.float32)                   # samples from _audio_start on
         self._audio_start = 0
         self._blocks = 0                                        # blocks encoded

@@ -25,25 +25,15 @@ from core.metrics import best_lag_r
 from core.speech.corpus import Clip, load_corpus
 from core.speech.frontend import Frontend
 from core.speech.model import SpeechModelConfig, SpeechToFace, at_frames, save_model
-from core.speech.targets import OUTPUTS, normalise
-
-OPENING_WEIGHT = 3.0        # the lip opening and jawOpen count this much more than the other outputs in the loss
-
+from core.speech.targets import normalise
 
 @dataclass(frozen=True)
 class SpeechTrainConfig:
     model: SpeechModelConfig = SpeechModelConfig()
-    ridge: float = 1e4          # the linear model's ridge weight (standardised states)
-    steps: int = 2500           # the deeper model's optimiser steps
-    batch: int = 8              # segments per step
-    segment: int = 250          # states per segment (5 s)
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    noise: float = 0.2          # Gaussian noise on the standardised input states
+    ridge: float = 1e4          # ridge weight on the standardised states
     folds: int = 5              # speaker-disjoint folds
     max_lag: int = 1            # frames: a clip whose best lag lies further out is out of sync
     min_face: float = 0.8       # share of frames with a tracked face that a clip needs
-    seed: int = 0
 
 
 @dataclass
@@ -94,11 +84,9 @@ def speaker_folds(clips: list[Prepared], k: int) -> list[set[str]]:
 
 def fit(clips: list[Prepared], cfg: SpeechTrainConfig, progress: ProgressFn | None = None,
         cancel: CancelToken | None = None) -> SpeechToFace:
-    """A model trained on ``clips``, compared with each video frame at the frame's own time: the linear model in
-    closed form, a deeper one by AdamW on random segments."""
+    """A model fitted to ``clips``, compared with each video frame at the frame's own time."""
     if not clips:
         raise AvatarStudioError("no corpus clips to train the speech model on")
-    torch.manual_seed(cfg.seed)
     net = SpeechToFace(cfg.model)
     states = np.concatenate([c.clip.states for c in clips])
     net.mean.copy_(torch.from_numpy(states.mean(0)))
@@ -106,10 +94,7 @@ def fit(clips: list[Prepared], cfg: SpeechTrainConfig, progress: ProgressFn | No
     raw = [c.clip.raw[c.valid] for c in clips]
     net.level.copy_(torch.from_numpy(np.median([r.mean(0) for r in raw], axis=0)))
     net.spread.copy_(torch.from_numpy(np.median([r.std(0) for r in raw], axis=0)))
-    if cfg.model.layers == 0:
-        _fit_linear(net, clips, cfg.ridge, cancel)
-    else:
-        _fit_deep(net, clips, cfg, progress, cancel)
+    _fit_linear(net, clips, cfg.ridge, cancel)
     net.eval()
     spread = np.concatenate([predict_frames(net, c.clip)[c.valid] for c in clips]).std(0)
     net.gain.copy_(torch.from_numpy(np.maximum(spread, 1e-3).astype(np.float32)))
@@ -158,52 +143,6 @@ def _fit_linear(net: SpeechToFace, clips: list[Prepared], ridge: float, cancel: 
     with torch.no_grad():
         net.linear.weight.copy_(torch.from_numpy(weights.reshape(m.kernel, -1, k).transpose(2, 1, 0).copy()))
         net.linear.bias.copy_(torch.from_numpy(mean_y - mean_a @ weights))
-
-
-def _fit_deep(net: SpeechToFace, clips: list[Prepared], cfg: SpeechTrainConfig, progress: ProgressFn | None,
-              cancel: CancelToken | None) -> None:
-    rng = np.random.default_rng(cfg.seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    weights = torch.ones(len(OUTPUTS))
-    weights[:2] = OPENING_WEIGHT                                                         # opening, jawOpen
-    lengths = np.array([len(c.clip.states) for c in clips], np.float64)
-    net.train()
-    for step in range(cfg.steps):
-        if cancel is not None and step % 50 == 0:
-            cancel.check("Speech model training")
-        loss = torch.zeros(())
-        for i in rng.choice(len(clips), cfg.batch, p=lengths / lengths.sum()):
-            loss = loss + _segment_loss(net, clips[i], cfg, rng, weights)
-        opt.zero_grad()
-        (loss / cfg.batch).backward()
-        opt.step()
-        sched.step()
-        if progress and step % 25 == 0:
-            progress(Progress((step + 1) / cfg.steps, f"Speech model: step {step + 1}/{cfg.steps}"))
-
-
-def _segment_loss(net: SpeechToFace, c: Prepared, cfg: SpeechTrainConfig, rng: np.random.Generator,
-                  weights: torch.Tensor) -> torch.Tensor:
-    states = c.clip.states
-    n = len(states)
-    start = int(rng.integers(0, max(n - cfg.segment, 0) + 1))
-    seg = torch.from_numpy(states[start:start + cfg.segment])                          # [L,D]
-    seg = seg + cfg.noise * net.std * torch.randn_like(seg)
-    pred = net(seg[None])[0]                                                            # [L,K]
-    # The frames inside the segment, each read at its own time between two states.
-    fps = float(c.clip.fps)
-    pos = np.arange(len(c.z)) * (50.0 / fps) - start                                    # [T] in segment states
-    inside = (pos >= 0) & (pos <= len(seg) - 1) & c.valid
-    if not inside.any():
-        return torch.zeros(())
-    p = pos[inside]
-    left = np.floor(p).astype(np.int64)
-    right = np.minimum(left + 1, len(seg) - 1)
-    w = torch.from_numpy((p - left).astype(np.float32))[:, None]
-    at = (1 - w) * pred[left] + w * pred[right]                                         # [F,K]
-    target = torch.from_numpy(c.z[inside])
-    return (((at - target) ** 2) * weights).sum(1).mean() / weights.sum()
 
 
 def predict_frames(net: SpeechToFace, clip: Clip) -> np.ndarray:
