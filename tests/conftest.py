@@ -21,38 +21,28 @@ def pytest_configure(config):
     configure_gl_format()
 
 
-def _media_dir() -> Path:
-    env = os.environ.get("AVATAR_STUDIO_MEDIA")
-    return Path(env) if env else ROOT.parent / "shared" / "media"
+def _shared(folder: str, env: str, probe: str) -> Path:
+    """../shared/FOLDER beside the checkout (or $ENV), read in place and never copied into the project; the test
+    is skipped where it is missing, and fails in CI."""
+    d = Path(os.environ[env]) if os.environ.get(env) else ROOT.parent / "shared" / folder
+    if not (d / probe).exists():
+        msg = f"test {folder} not found at {d} (put ../shared beside the checkout or set {env})"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return d
 
 
 @pytest.fixture(scope="session")
 def media_dir() -> Path:
-    """The folder of real clips and speech. Read in place; never copied into the project."""
-    d = _media_dir()
-    if not (d / "may_13s.mp4").is_file():
-        msg = f"test media not found at {d} (put ../shared beside the checkout or set AVATAR_STUDIO_MEDIA)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return d
-
-
-def _corpus_dir() -> Path:
-    env = os.environ.get("AVATAR_STUDIO_CORPUS")
-    return Path(env) if env else ROOT.parent / "shared" / "corpus"
+    """The folder of real clips and speech."""
+    return _shared("media", "AVATAR_STUDIO_MEDIA", "may_13s.mp4")
 
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    """The folder of public clips from other projects' demos and datasets (clips/). Read in place."""
-    d = _corpus_dir()
-    if not (d / "clips").is_dir():
-        msg = f"test corpus not found at {d} (put ../shared beside the checkout or set AVATAR_STUDIO_CORPUS)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return d
+    """The multi-speaker clip corpus: clips.csv and clips/ (public clips from other projects' demos and datasets)."""
+    return _shared("corpus", "AVATAR_STUDIO_CORPUS", "clips.csv")
 
 
 @pytest.fixture(scope="session")
