@@ -39,7 +39,7 @@ from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.project import Project
 from core.speech.frontend import Frontend
 from core.speech.lipsync import speech_model
-from core.speech.model import at_frames
+from core.speech.model import at_frames, model_digest
 from core.speech.offset import MAX_OFFSET_S, footage_offset, shifted
 from core.speech.targets import OPENING
 from core.speech.targets import OUTPUTS as SPEECH_OUTPUTS
@@ -274,6 +274,8 @@ class AudioFeaturesJob:
         tracking = load_tracking(self.project)
         tracking_made = self.project.stages["tracking"].created if "tracking" in self.project.stages else ""
         inputs = {"footage": footage.sha256, "tracking": tracking_made}
+        if config.encoder == "speech":
+            inputs["speech_model"] = model_digest(config.speech_model)
         if not self.project.is_stale(STAGE, to_dict(config), inputs):
             try:
                 result = load_features(self.project)

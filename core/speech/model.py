@@ -139,11 +139,20 @@ def load_model(path: Path, sha256: str | None = None) -> SavedModel:
                                 "'avatar-studio-cli speech-model train' or reinstall the studio") from e
 
 
+def _shipped() -> tuple[Path, str]:
+    """The shipped model's path and its recorded sha256."""
+    root = Path(str(resources.files("resources") / "models"))
+    digest_file = root / (SHIPPED_FILE + ".sha256")
+    if not digest_file.is_file():
+        raise AvatarStudioError(f"{digest_file}: the shipped speech model's hash is missing: reinstall the studio")
+    return root / SHIPPED_FILE, digest_file.read_text().split()[0]
+
+
 def shipped_model() -> SavedModel:
     """The speech model shipped in resources/models, checked against its recorded sha256."""
-    folder = resources.files("resources") / "models"
-    with resources.as_file(folder) as root:
-        digest_file = Path(root) / (SHIPPED_FILE + ".sha256")
-        if not digest_file.is_file():
-            raise AvatarStudioError(f"{digest_file}: the shipped speech model's hash is missing: reinstall the studio")
-        return load_model(Path(root) / SHIPPED_FILE, digest_file.read_text().split()[0])
+    return load_model(*_shipped())
+
+
+def model_digest(path: Path | None) -> str:
+    """The sha256 of a speech model file (None: the shipped one's, as recorded): what its results were made with."""
+    return _shipped()[1] if path is None else file_sha256_hex(path)
