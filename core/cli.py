@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress as Bar, TaskProgressColumn, TextCo
 from core import __version__
 from core.errors import AvatarStudioError
 from core.jobs import CancelToken, Cancelled, Job, Progress
+from core.pipeline import status as stage_status
 from core.project import Project, is_project
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -82,6 +83,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         say(f"    sha256 {f.sha256}")
     for name, rec in project.stages.items():
         say(f"  stage {name}: {', '.join(rec.files)}  ({rec.created})")
+    for name, st in stage_status(project).items():
+        say(f"  {name}: {st.state}" + (f" ({st.reason})" if st.reason else ""))
     return 0
 
 

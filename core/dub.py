@@ -33,6 +33,7 @@ from core.errors import AvatarStudioError, MediaError
 from core.expression.edits import load_edits
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, FrameReader, MediaInfo, VideoWriter, load_audio, probe
+from core.pipeline import require_current
 from core.project import Project
 
 SIZES: dict[str, int | None] = {"source": None, "512": 512, "1080p": 1080}  # output height; None: the footage's
@@ -103,6 +104,7 @@ class DubJob:
         config, project = self.config, self.project
         audio_path, out = Path(self.audio), Path(self.out)
         footage = project.checked_footage()
+        require_current(project, "avatar")   # before the speech is read: a stale avatar ends the dub at once
         check_output(out, [Path(footage.path), audio_path])
         notes: list[str] = []
         speech, rate = _speech(audio_path, notes)

@@ -16,6 +16,7 @@ from core.avatar.model import AvatarModel, Canonical
 from core.avatar.train import AVATAR_FILE, TrainConfig, load_avatar, standardised_mouths
 from core.avatar.views import FootageViews
 from core.compose.portrait import PortraitConfig, composite
+from core.pipeline import require_current
 from core.project import Project
 from core.render.api import rasterize
 from core.tracking.track import load_tracking
@@ -30,6 +31,9 @@ class Driver:
 
     @classmethod
     def load(cls, project: Project) -> "Driver":
+        """The project's trained avatar; ProjectError saying why when it is missing or stale (the footage, the
+        tracking or the audio features changed since it was trained)."""
+        require_current(project, "avatar")
         model, config = load_avatar(project.path(AVATAR_FILE))
         return cls(model, config, FootageViews.from_tracking(load_tracking(project), config.crop_size,
                                                              config.crop_margin))

@@ -1,0 +1,52 @@
+"""Results know what they were made from: a re-import or a changed encoder makes the avatar stale, and every
+consumer says so instead of writing a wrong video or failing on a tensor shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.cli import main
+from core.pipeline import status
+from core.project import Project
+
+
+def _dub(root, media_dir, out) -> int:
+    return main(["dub", "--project", str(root), "--audio", str(media_dir / "speech_radio_8s_16k.wav"),
+                 "--out", str(out), "--end", "1"])
+
+
+@pytest.mark.slow
+def test_other_footage_makes_every_result_stale_and_consumers_refuse(trained_project, copy_project, media_dir,
+                                                                     tmp_path, capsys):
+    root = copy_project(trained_project("may_13s.mp4"))
+    assert all(s.current for s in status(Project.open(root)).values())
+    assert main(["ingest", str(media_dir / "katie_8s.mp4"), "--project", str(root)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "dub.mp4"
+    assert _dub(root, media_dir, out) == 1 and not out.exists()
+    err = capsys.readouterr().err
+    assert "other footage than the project's katie_8s.mp4" in err
+    assert err.index("track again") < err.index("audio features again") < err.index("train again")
+    assert main(["eval", "--project", str(root)]) == 1
+    assert "other footage" in capsys.readouterr().err and not (root / "eval.json").exists()
+    assert main(["info", "--project", str(root)]) == 0
+    info = capsys.readouterr().out
+    for stage in ("tracking", "audio", "avatar"):
+        assert f"{stage}: stale" in info
+    assert (root / "avatar.pt").is_file()                                  # kept on disk, never mixed in
+
+
+@pytest.mark.slow
+def test_a_changed_encoder_asks_to_train_again_and_training_makes_it_current(trained_project, copy_project,
+                                                                           media_dir, tmp_path, capsys):
+    root = copy_project(trained_project("may_13s.mp4"))
+    assert main(["audio", "--project", str(root), "--encoder", "mel"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "dub.mp4"
+    assert _dub(root, media_dir, out) == 1 and not out.exists()
+    err = capsys.readouterr().err
+    assert "now from the mel encoder" in err and "train again" in err
+    assert "size of tensor" not in err and "Traceback" not in err
+    assert main(["train", "--project", str(root), "--preset", "tiny"]) == 0
+    assert status(Project.open(root))["avatar"].current
+    assert _dub(root, media_dir, out) == 0 and out.is_file()
