@@ -86,7 +86,7 @@ def _upstream_status(project: Project, stage: Stage, known: dict[str, StageStatu
         made = project.stages[name]
         if rec.inputs.get(name) != made.created:
             detail = f", now from the {made.config['encoder']} encoder" if name == "audio" else ""
-            return StageStatus("stale", f"{stage.label} was made from earlier {up_label}; they were made again "
+            return StageStatus("stale", f"{stage.label} was made from an earlier version of {up_label}, made again "
                                         f"since ({made.created}{detail}): {stage.redo}, or make {up_label} as "
                                         "before")
     return StageStatus("current")

@@ -213,3 +213,27 @@ def test_cancel_frees_the_panel_within_a_second_and_resume_continues(window, qtb
     assert window.last_error is None and not (root / AVATAR_FILE).exists()
     assert panel.summary.text().startswith(f"Cancelled at step {int(second[-1]['step'])}: ")
     assert panel.status.text().endswith("cancelled") and panel.train_button.text() == "Resume"
+
+
+@pytest.mark.slow
+def test_a_reopened_project_shows_its_trained_avatar(window, qtbot, trained_project, copy_project, artifacts_dir,
+                                                     capsys):
+    """The Training panel of a project opened again says what avatar it holds, with its evaluation, and whether it
+    is current, without training; a changed encoder turns that into the stale reason."""
+    from core.cli import main
+
+    root = copy_project(trained_project("may_13s.mp4"), "trained")
+    assert main(["eval", "--project", str(root)]) == 0
+    assert window.open_project(root)
+    qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
+    text = window.training_panel.summary.text()
+    assert text.startswith("Trained avatar: tiny preset, 24 steps") and "Held-out: face PSNR" in text
+    assert text.endswith("Current.") and window.training_panel.train_button.text() == "Train"
+    window.training_dock.raise_()
+    window.grab().save(str(artifacts_dir / "studio_training_reopened.png"))
+
+    assert main(["audio", "--project", str(root), "--encoder", "mel"]) == 0
+    assert window.open_project(root)
+    qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
+    assert "Stale: the avatar was made from an earlier version of the audio features" in window.training_panel.summary.text()
+    capsys.readouterr()

@@ -7,6 +7,7 @@ next run resumes from (the main window starts that run once the checkpoint is wr
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -17,7 +18,9 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy,
                                QVBoxLayout, QWidget)
 
+from core.avatar.evaluate import EVAL_FILE
 from core.avatar.train import AVATAR_FILE, CHECKPOINT_FILE, PRESETS, TrainConfig, TrainResult, preset
+from core.pipeline import status as stage_status
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 from studio.workers import JobWorker
@@ -276,7 +279,30 @@ class TrainingPanel(QWidget):
         self.metrics, self.message, self.eta, self.eta_seconds, self.images = None, "", Eta(), None, 0
         self.status.clear()
         self.summary.clear()
+        self.show_saved()
         self.refresh()
+
+    def show_saved(self) -> None:
+        """What the project already holds: its trained avatar (preset, steps, when, the held-out figures of its last
+        evaluation) and whether it is still current, so a reopened project shows its avatar without training."""
+        pr = self.state.project
+        record = pr.stages.get("avatar") if pr is not None else None
+        if record is None or not pr.path(AVATAR_FILE).is_file():
+            return
+        cfg = record.config
+        text = (f"Trained avatar: {cfg.get('preset', '?')} preset, "
+                f"{int(cfg.get('stage1_steps', 0)) + int(cfg.get('stage2_steps', 0)):,} steps ({record.created}).")
+        report = pr.path(EVAL_FILE)
+        if report.is_file():
+            try:
+                e = json.loads(report.read_text())
+                text += (f" Held-out: face PSNR {e['face_psnr']:.1f} dB, mouth r {e['mouth_r']:.2f}, "
+                         f"LMD {e['lmd_centred']:.2f} px.")
+            except (OSError, ValueError, KeyError, TypeError):
+                text += " Its evaluation report cannot be read: evaluate again."
+        current = stage_status(pr)["avatar"]
+        text += " Current." if current.current else f" Stale: {current.reason}."
+        self.summary.setText(text)
 
     # --- view ------------------------------------------------------------------------------------------
     def _show_status(self, tail: str | None = None) -> None:
