@@ -50,3 +50,17 @@ def test_a_changed_encoder_asks_to_train_again_and_training_makes_it_current(tra
     assert main(["train", "--project", str(root), "--preset", "tiny"]) == 0
     assert status(Project.open(root))["avatar"].current
     assert _dub(root, media_dir, out) == 0 and out.is_file()
+
+
+@pytest.mark.slow
+def test_stages_refuse_to_build_on_another_footages_results(trained_project, copy_project, media_dir, capsys):
+    root = copy_project(trained_project("may_13s.mp4"))
+    assert main(["ingest", str(media_dir / "katie_8s.mp4"), "--project", str(root)]) == 0
+    capsys.readouterr()
+    assert main(["audio", "--project", str(root)]) == 1
+    assert "the tracking was made from other footage" in capsys.readouterr().err
+    assert main(["train", "--project", str(root), "--preset", "tiny"]) == 1
+    assert "other footage" in capsys.readouterr().err
+    for command in (["track"], ["audio"], ["train", "--preset", "tiny"]):
+        assert main([command[0], "--project", str(root), *command[1:]]) == 0
+    assert all(s.current for s in status(Project.open(root)).values())

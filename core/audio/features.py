@@ -36,6 +36,7 @@ from core.fsutil import atomic_path, load_npz, save_npz
 from core.ingest import AUDIO_FILE, is_silent
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, FrameReader, load_audio
+from core.pipeline import require_current
 from core.project import Project
 from core.speech.frontend import Frontend
 from core.speech.lipsync import speech_model
@@ -272,6 +273,7 @@ class AudioFeaturesJob:
             config = replace(config, mel=SYNCTALK_MEL)
         footage = self.project.checked_footage()
         tracking = load_tracking(self.project)
+        require_current(self.project, "tracking")   # never features for another footage's tracking
         tracking_made = self.project.stages["tracking"].created if "tracking" in self.project.stages else ""
         inputs = {"footage": footage.sha256, "tracking": tracking_made}
         if config.encoder == "speech":

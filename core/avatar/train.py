@@ -45,6 +45,7 @@ from core.errors import AvatarStudioError, ProjectError
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.media import FrameReader
+from core.pipeline import require_current
 from core.project import Project
 from core.render.api import RenderOutput, rasterize
 from core.render.camera import Camera
@@ -464,6 +465,7 @@ class TrainAvatarJob:
         for needed in ("tracking", "audio"):
             if needed not in project.stages:
                 raise ProjectError(project.root, f"has no {needed} results yet: run the {needed} stage first")
+            require_current(project, needed)   # never train on another footage's tracking or features
         key = json.dumps({"config": to_dict(config), "inputs": inputs}, sort_keys=True)
         if not project.is_stale(STAGE, to_dict(config), inputs) and project.path(AVATAR_FILE).is_file():
             progress(Progress(1.0, "The avatar is up to date"))
