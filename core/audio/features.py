@@ -6,11 +6,10 @@ Encoders: ``speech`` (the speech model's mouth estimates, core.speech: learnt fr
 audio-visual encoder trained on this footage, core.audio.train_ave), ``whisper`` (tiny.en's encoder states),
 ``ave+whisper`` (both side by side) and ``synctalk`` (SyncTalk's released encoder from a local checkpoint).
 
-Why ``mel`` by default: the avatar is driven by other voices than the footage's (dubbing), and a mouth readout
-fitted on may_13s reads katie_8s's voice at r 0.55-0.58 from it, against 0.35 from AVE + Whisper; on may_13s's
-own held-out 20% both reach about 0.58. The trained encoders stay for what only they do: the AVE learns this
-speaker's sound-to-mouth timing and the sync discriminator (the held-out offset check), Whisper is pretrained
-on 680k hours (AVE + Whisper read May's own held-out mouth at 0.62-0.73 over four AVE seeds in issue 5's probe).
+Why ``speech`` by default: the avatar is driven by other voices than the footage's (dubbing), and only a model
+learnt from many voices reads a new voice as well as the footage's own (benchmarks/lipsync.py). ``mel`` needs no
+model and reads any voice alike. The trained encoders stay for what only they do: the AVE learns this speaker's
+sound-to-mouth timing and the sync discriminator (the held-out offset check); Whisper is pretrained on 680k hours.
 The project keeps a trained encoder (``ave.pt``), its resumable training state (``ave_train.pt``) and the
 footage's features (``audio_features.npz``) with the config that made them.
 """
@@ -52,8 +51,8 @@ ENCODER_FILE = "ave.pt"
 TRAIN_FILE = "ave_train.pt"
 ENCODERS = ("speech", "mel", "ave+whisper", "ave", "whisper", "synctalk")
 TRAINED = ("ave+whisper", "ave")          # the encoders that train the AVE on the footage first
-# Our encoder's mel: windows start at the frame. Mouths lead their sound (on may_13s the mouth opening
-# correlates best with the audio energy 2-3 frames later), so the window looks ahead, not around.
+# Our encoder's mel: windows start at the frame. Mouths lead their sound (the mouth opening correlates best with
+# the audio energy a few frames later), so the window looks ahead, not around.
 AVE_MEL = MelConfig(window_start=0)
 
 

@@ -222,8 +222,8 @@ def mouth_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, ri
     standardised features: the audio-to-mouth prediction the features afford a linear readout.
 
     Why linear: on 10 s of footage the nonlinear mouth head fits the training frames almost exactly and
-    generalises worse (held-out r 0.56 against 0.61 on may_13s); the avatar's deformation network reads
-    the features, not the head. The ridge weight is fixed, not tuned on held-out frames.
+    generalises worse; the avatar's deformation network reads the features, not the head. The ridge weight is
+    fixed, not tuned on held-out frames.
     """
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     a, b = (train_x - mean) / std, (test_x - mean) / std
@@ -260,8 +260,7 @@ def mouth_score(features: np.ndarray, landmarks: np.ndarray, holdout: float,
     ``blocks``: the widths of the encoders whose features lie side by side (a ConcatEncoder's, summing to D).
     Each block gets its own :func:`mouth_probe` and the predictions are averaged (late fusion). One readout
     over [AVE | Whisper] leans on the AVE, whose features fit the frames it was trained on almost exactly,
-    and so crowds out Whisper's, which generalise: on may_13s with four AVE seeds, held-out r 0.55-0.69
-    jointly against 0.62-0.73 fused.
+    and so crowds out Whisper's, which generalise.
     """
     t = len(features)
     n = training_frames(t, holdout)

@@ -39,8 +39,8 @@ _SAMPLES_PER_STATE = AUDIO_RATE // WHISPER_RATE  # 320: two 10 ms mel hops per e
 _WINDOW = 1500  # encoder states in Whisper's 30 s input
 _MAX_HOP = 1000  # states between window starts (20 s): seams keep >= (1500 - 1000) / 2 = 250 states (5 s) of context
 _FADE = 50  # states (1 s) over which one window's states give way to the next's
-# float32, not int8: int8 is only ~1.2x faster (both run 20-60x real time on 2 cores) but moves the states
-# ~4 % from float32's, and quantised GEMM results can depend on the CPU's instruction set.
+# float32, not int8: int8 is barely faster but moves the states measurably from float32's, and quantised GEMM
+# results can depend on the CPU's instruction set.
 _COMPUTE_TYPE = "float32"
 
 _models: dict[str | None, WhisperModel] = {}

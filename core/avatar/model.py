@@ -83,12 +83,12 @@ class AvatarModel(nn.Module):
         self.register_buffer("audio_mean", torch.zeros(audio_dim))   # [D]
         self.register_buffer("audio_std", torch.ones(audio_dim))     # [D]
         # The mouth readout: a ridge regression from a frame's standardised features in context to its tracked
-        # mouth (z-scores), fitted in closed form on the training frames (fit_readout). A learnt projection
-        # of 896-d features fits 265 frames' mouths exactly and generalises poorly (held-out opening r 0.36
-        # against the readout's 0.58 on may_13s), so the learnt part starts from the mouth estimate.
+        # mouth (z-scores), fitted in closed form on the training frames (fit_readout), or the speech model's
+        # calibration (fit_calibration). A learnt projection of high-dimensional features fits a few hundred
+        # frames' mouths exactly and generalises poorly, so the learnt part starts from the mouth estimate.
         self.register_buffer("readout", torch.zeros((2 * config.readout_context + 1) * audio_dim, MOUTH_DIM))
         # The lip feature reads a mouth [81] projected onto the training mouths' first principal components
-        # (fit_readout), the few directions (opening, width, ...) that audio predicts and that hold 97% of the
+        # (fit_readout), the few directions (opening, width, ...) that audio predicts and that hold most of the
         # variance: training feeds the tracked mouths, driving the readout's estimates, and both then lie in
         # the same small space, so the render follows an estimate as it follows a tracked mouth.
         self.register_buffer("mouth_projector", torch.eye(MOUTH_DIM))                # [81,81]

@@ -2,8 +2,8 @@
 
 `probe` demuxes every packet once and decodes only the first frame, so the frame count is exact, truncated
 files are caught before a long job starts, and variable-frame-rate footage is recognised. The same pass gives
-FrameReader its frame index (`scan`). Demuxing reads the whole file: about 0.15 s for 10 minutes of 512x512
-H.264 here, disk-bound for large 4K files.
+FrameReader its frame index (`scan`). Demuxing reads the whole file without decoding it (benchmarks/media.py
+times it).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ pass covers each Gaussian with one triangle around the ellipse where its alpha c
 fragment shader evaluates the Gaussian at the pixel centre and writes premultiplied colour, blended
 "over" what lies behind it. Mesa's software GL (llvmpipe) shaped this: it shades vertices on one
 thread and pays per primitive, so one projection per Gaussian (not one per quad corner), a plain
-glDrawArrays (llvmpipe shades instanced draws one 4-vertex instance at a time: 1.7x slower here) and
-one triangle rather than a quad (30% more pixels, half the primitives: 25% faster at 20k Gaussians).
+glDrawArrays (llvmpipe shades instanced draws one 4-vertex instance at a time) and one triangle rather than
+a quad (more pixels, half the primitives: faster on llvmpipe; benchmarks/render.py).
 Unlike the CPU rasterizer there is no early stop at transmittance 1e-4: that changes a pixel by at most
 T·|colour - background| with T < 1e-4 / (1 - alpha), i.e. below 1/255 for alphas up to 0.96.
 """

@@ -8,9 +8,9 @@ units times `scale`) lies at R X + t in camera space and projects to (focal * x 
 with (cx, cy) the image centre in the landmarks' pixel convention (pixel i spans [i, i + 1)).
 
 Focal length and distance trade off only through perspective (how the face's depth bends its image), so
-the focal search pools many frames. No real face is the canonical one (on may_13s its rigid landmarks miss
-by 5 px mean at 512 x 512: the face is wider and shorter), so after the focal search the template's
-vertices are fitted to the subject (`PoseFit.template`; 0.8 px there), held to the canonical shape where the
+the focal search pools many frames. No real face is the canonical one (its rigid landmarks miss a real face's
+by several pixels), so after the focal search the template's
+vertices are fitted to the subject (`PoseFit.template`), held to the canonical shape where the
 views leave them open (mostly depth). The overall size is a free gauge of a monocular fit: `scale` is set
 from the irises (about 11.7 mm across in adults) when the landmarks have them, else 1.
 Draw the subject with project(fit.template, rot, trans, fit.focal, fit.cx, fit.cy).
