@@ -29,11 +29,12 @@ from core.audio.features import AudioConfig, AudioFeaturesJob, AveEncoder, Whisp
 from core.audio.mel import frames_for_audio  # noqa: E402
 from core.audio.stream import StreamingFeatures  # noqa: E402
 from core.audio.ave import AVE_DIM  # noqa: E402
-from core.audio.train_ave import mouth_score, training_frames  # noqa: E402
+from core.audio.train_ave import mouth_score  # noqa: E402
 from core.ingest import IngestJob  # noqa: E402
 from core.jobs import run_job  # noqa: E402
 from core.media import load_audio  # noqa: E402
 from core.project import Project  # noqa: E402
+from core.split import training_frames  # noqa: E402
 from core.tracking.track import TrackJob, load_tracking  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"

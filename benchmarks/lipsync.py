@@ -34,10 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.audio.features import MelEncoder, SpeechEncoder  # noqa: E402
-from core.audio.mouth import mouth_opening  # noqa: E402
-from core.audio.train_ave import training_frames  # noqa: E402
+from core.audio.mouth import mouth_opening, standardised_mouths  # noqa: E402
+from core.split import training_frames  # noqa: E402
 from core.avatar.model import AvatarConfig, AvatarModel  # noqa: E402
-from core.avatar.train import standardised_mouths  # noqa: E402
 from core.ingest import AUDIO_FILE, IngestJob  # noqa: E402
 from core.jobs import run_job  # noqa: E402
 from core.media import AUDIO_RATE, load_audio  # noqa: E402
@@ -120,7 +119,7 @@ def main() -> None:
                                  ("speech model zero-shot", "speech model", False),
                                  ("speech model + calibration", "speech model", True)):
         cells, lags = {}, []
-        if calibrated and enc == "speech model":   # each footage's own sound offset removed, found on its training frames
+        if calibrated and enc == "speech model":   # each footage's own sound offset removed (its training frames)
             for clip, s in (("may", may), ("katie", katie)):
                 f = feats[enc, clip]
                 lag, _ = footage_offset(f[:s["n_train"], opening_col], s["opening"][:s["n_train"]], 12)
@@ -151,8 +150,8 @@ def main() -> None:
         r0, r, lag = rs(est, katie["opening"][:len(frames)])
         cells["cross-voice"] = (r0, r)
         lags.append(lag)
-        cost = ms["speech model" if enc == "aligned" else enc, "may"] + ms["speech model" if enc == "aligned" else enc, "katie"]
-        rows.append((row, cells, int(np.median(lags)), cost / 2))
+        timed = "speech model" if enc == "aligned" else enc
+        rows.append((row, cells, int(np.median(lags)), (ms[timed, "may"] + ms[timed, "katie"]) / 2))
 
     print(f"footage offsets found by the speech model (frames, sound late): {offsets}\n")
     if rule_baseline.AVAILABLE:   # rule tables from phonemes: one curve per clip, no fitting to anyone

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from core.audio.features import AudioFeaturesJob  # noqa: E402
 from core.avatar.evaluate import EvalJob  # noqa: E402
-from core.avatar.train import TrainAvatarJob, preset  # noqa: E402
+from core.avatar.config import preset  # noqa: E402
+from core.avatar.train import TrainAvatarJob  # noqa: E402
 from core.baselines import baselines  # noqa: E402
 from core.ingest import AUDIO_FILE, IngestJob  # noqa: E402
 from core.jobs import run_job  # noqa: E402

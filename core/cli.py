@@ -142,7 +142,8 @@ def cmd_audio(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from core.avatar.train import TrainAvatarJob, preset
+    from core.avatar.config import preset
+    from core.avatar.train import TrainAvatarJob
 
     config = preset(args.preset)
     if args.steps is not None:
@@ -198,7 +199,8 @@ def cmd_speech_model_train(args: argparse.Namespace) -> int:
 
     data = Path(platformdirs.user_data_dir("avatar-studio", appauthor=False))
     out = Path(args.out) if args.out else data / "speech_model.pt"
-    cache = Path(args.cache) if args.cache else Path(platformdirs.user_cache_dir("avatar-studio", appauthor=False)) / "speech-corpus"
+    cache = (Path(args.cache) if args.cache
+             else Path(platformdirs.user_cache_dir("avatar-studio", appauthor=False)) / "speech-corpus")
     if not out.parent.is_dir():
         out.parent.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)

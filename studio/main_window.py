@@ -11,7 +11,9 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QM
                                QPushButton, QWidget)
 
 from core.audio.features import TRAINED, AudioConfig, AudioFeatures, AudioFeaturesJob
-from core.avatar.train import AVATAR_FILE, TrainAvatarJob, TrainConfig
+from core.avatar.config import TrainConfig
+from core.avatar.files import AVATAR_FILE
+from core.avatar.train import TrainAvatarJob
 from core.dub import DubJob, DubResult
 from core.errors import AvatarStudioError
 from core.jobs import Job

@@ -135,7 +135,8 @@ def trained_project(voiced_project, tmp_path_factory):
     blurry faces, but every stage downstream of training can run on it), made once per session."""
     import shutil
 
-    from core.avatar.train import PRESETS, TrainAvatarJob
+    from core.avatar.config import PRESETS
+    from core.avatar.train import TrainAvatarJob
     from core.jobs import run_job
     from core.project import Project
 

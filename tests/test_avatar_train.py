@@ -20,8 +20,9 @@ import torch
 
 from core.avatar.drive import Driver
 from core.avatar.evaluate import EVAL_FILE, VIDEO_FILE, EvalJob, eval_files
-from core.avatar.train import (AVATAR_FILE, CHECKPOINT_FILE, PRESETS, AvatarTrainer, TrainAvatarJob, TrainConfig,
-                               initial_model, load_avatar, load_train_data, preset)
+from core.avatar.config import PRESETS, TrainConfig, preset
+from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE, load_avatar
+from core.avatar.train import AvatarTrainer, TrainAvatarJob, initial_model, load_train_data
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError
 from core.jobs import CancelToken, Cancelled, run_job
@@ -50,7 +51,7 @@ def test_densify_grows_within_budget_and_keeps_adam_in_step(voiced_project):
         trainer.train_step()
     with torch.no_grad():
         trainer.model.opacity_logits[:10] = -20                    # ten transparent Gaussians to prune
-    trainer.densify()
+    trainer.strategy.densify(trainer.model, trainer.optimizer, trainer.step)
     n = len(trainer.model)
     assert n == 1150                                               # pruned 10, grew to the budget
     for group in trainer.optimizer.param_groups[:5]:

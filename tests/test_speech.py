@@ -15,7 +15,7 @@ from core.expression.arkit_csv import ARKIT_NAMES, read_csv
 from core.media import load_audio
 from core.metrics import mouth_sync_r
 from core.speech.frontend import Frontend
-from core.speech.lipsync import blendshape_track, speech_model
+from core.speech.lipsync import blendshape_track
 from core.speech.model import SHIPPED_FILE, at_frames, load_model, shipped_model
 from core.speech.stream import StreamingSpeech
 from core.speech.targets import OPENING
@@ -115,7 +115,8 @@ def test_lipsync_names_a_bad_speech_file(tmp_path):
 def test_training_on_four_corpus_clips_writes_a_model_that_drives_an_avatar(corpus_dir, tracked_project,
                                                                            copy_project, media_dir, tmp_path):
     from core.audio.features import AudioConfig, AudioFeaturesJob
-    from core.avatar.train import PRESETS, TrainAvatarJob
+    from core.avatar.config import PRESETS
+    from core.avatar.train import TrainAvatarJob
     from core.dub import DubConfig, DubJob
     from core.jobs import run_job
     from core.project import Project

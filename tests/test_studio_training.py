@@ -13,7 +13,8 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
-from core.avatar.train import AVATAR_FILE, CHECKPOINT_FILE, PRESETS
+from core.avatar.config import PRESETS
+from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE
 from core.jobs import CancelToken, Progress, ProgressFn
 from studio.panels.training import Eta, TrainingPanel, format_eta
 from studio.panels.viewport import AVATAR, FILE, NO_FILE

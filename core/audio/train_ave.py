@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from core.config import config_hash, to_dict
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.metrics import pearson
+from core.split import feature_blocks, training_frames
 
 CONTEXT = np.arange(SYNC_FRAMES) - SYNC_FRAMES // 2   # frame offsets around the centre: -2..2
 MARGIN = 32                                            # frames of mel kept beyond each end of the clip
@@ -231,25 +231,11 @@ def mouth_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, ri
     return b @ (a.T @ alpha) + train_y.mean()
 
 
-def training_frames(n_frames: int, holdout: float) -> int:
-    """How many leading frames are trained on; the rest, the last ``holdout`` of the clip, are held out."""
-    return max(SYNC_FRAMES, int(round(n_frames * (1 - holdout))))
-
-
 def held_out_r(context: np.ndarray, opening: np.ndarray, n_train: int) -> float:
     """Pearson r on frames n_train.. of :func:`mouth_probe` fitted on the frames before, features [T,D] ->
     mouth opening [T]."""
     pred = mouth_probe(context[:n_train], opening[:n_train], context[n_train:])
     return pearson(pred, opening[n_train:])
-
-
-def feature_blocks(blocks: Sequence[int], width: int) -> list[slice]:
-    """The column slices of encoders ``blocks`` wide that lie side by side in features ``width`` wide (one
-    slice over all of them for no blocks); ValueError when the widths do not add up."""
-    edges = np.cumsum([0, *(blocks or [width])])
-    if edges[-1] != width:
-        raise ValueError(f"blocks {list(blocks)} do not add up to the features' width {width}")
-    return [slice(int(lo), int(hi)) for lo, hi in pairwise(edges)]
 
 
 def mouth_score(features: np.ndarray, landmarks: np.ndarray, holdout: float,

@@ -11,14 +11,16 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from core.audio.train_ave import training_frames
+from core.audio.mouth import standardised_mouths
 from core.avatar.model import AvatarModel, Canonical
-from core.avatar.train import AVATAR_FILE, TrainConfig, load_avatar, standardised_mouths
+from core.avatar.config import TrainConfig
+from core.avatar.files import AVATAR_FILE, load_avatar
 from core.avatar.views import FootageViews
 from core.compose.portrait import PortraitConfig, composite
 from core.pipeline import require_current
 from core.project import Project
 from core.render.api import rasterize
+from core.split import training_frames
 from core.tracking.track import load_tracking
 
 

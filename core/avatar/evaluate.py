@@ -17,7 +17,6 @@ from fractions import Fraction
 import numpy as np
 
 from core.audio.features import load_features
-from core.audio.train_ave import training_frames
 from core.avatar.drive import Driver
 from core.baselines import score
 from core.fsutil import atomic_write_json
@@ -26,6 +25,7 @@ from core.jobs import CancelToken, Progress, ProgressFn
 from core.media import AUDIO_RATE, FrameReader, VideoWriter, load_audio
 from core.metrics import mouth_sync_r
 from core.project import Project
+from core.split import training_frames
 
 EVAL_FILE = "eval.json"
 VIDEO_FILE = "eval.mp4"

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.audio.mouth import MOUTH_DIM
-from core.audio.train_ave import feature_blocks
 from core.avatar.deform import AttributeMLP, AudioProjection, DeformationField, DeformBasis, DeformConfig
 from core.avatar.gaussians import InitConfig
 from core.avatar.triplane import Triplane, TriplaneConfig
 from core.render.splats import Splats
+from core.split import feature_blocks
 
 GAUSSIAN_PARAMS = ("means", "quats", "log_scales", "opacity_logits", "colors")  # per-Gaussian leaves, [N,...]
 

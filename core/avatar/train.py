@@ -1,4 +1,6 @@
-"""Avatar training (SyncTalk++ Eq. 21-24) as a resumable job.
+"""Avatar training (SyncTalk++ Eq. 21-24) as a resumable job: what it reads (TrainData), the trainer and the job.
+Its config and presets live in core.avatar.config, its losses in core.avatar.losses, densification in
+core.avatar.strategy and the avatar's files in core.avatar.files.
 
 Stage 1 fits the canonical head: the Gaussians, the triplane and the attribute MLP, with L1 + D-SSIM and
 densification. Stage 2 trains the whole deformable model, the audio projection and the deformation field
@@ -32,13 +34,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.audio.features import MelEncoder, SpeechEncoder, load_features
-from core.audio.mouth import mouth_targets
-from core.audio.train_ave import training_frames
-from core.avatar.gaussians import InitConfig, canonical_gaussians
-from core.avatar.model import GAUSSIAN_PARAMS, AvatarConfig, AvatarModel
+from core.audio.mouth import standardised_mouths
+from core.avatar.config import TrainConfig
+from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE, load_avatar, save_avatar
+from core.avatar.gaussians import canonical_gaussians
+from core.avatar.losses import portrait_loss
+from core.avatar.model import AvatarModel
+from core.avatar.strategy import DensifyStrategy
 from core.avatar.views import FootageViews
 from core.compose.portrait import portrait_mask
-from core.config import from_dict, to_dict
+from core.config import to_dict
 from core.errors import AvatarStudioError, ProjectError
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
@@ -46,79 +51,13 @@ from core.media import FrameReader
 from core.pipeline import require_current
 from core.project import Project
 from core.render.api import RenderOutput, rasterize
-from core.render.camera import Camera
-from core.render.cpu import quat_to_rotmat
 from core.speech.targets import tracked_targets
+from core.split import training_frames
 from core.tracking.regions import mouth_box
 from core.tracking.template import NOSE_TIP, canonical_mesh
 from core.tracking.track import load_tracking
 
 STAGE = "avatar"
-AVATAR_FILE = "avatar.pt"          # the trained avatar: config and model (what eval, dub and the viewport load)
-CHECKPOINT_FILE = "avatar_train.pt"  # the resumable training state
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    preset: str = "cpu-draft"
-    backend: str = "cpu"               # the rasterizer: "cpu" (ours) or "cuda" (gsplat)
-    crop_size: int = 256               # render resolution, pixels per side of the face crop
-    crop_margin: float = 1.5           # crop side over the largest face-oval extent
-    avatar: AvatarConfig = AvatarConfig(init=InitConfig(n_gaussians=10_000))
-    max_gaussians: int = 20_000
-    stage1_steps: int = 1500           # cpu-draft: both stages within the 20-minute budget (benchmarks/train.py)
-    stage2_steps: int = 3000
-    dssim_weight: tuple[float, float] = (0.2, 0.4)   # per stage; L1 takes the rest
-    mouth_weight: float = 5.0          # extra L1 weight of the lips' box
-    lip_weight: float = 0.05           # stage 2: the lip feature must predict the tracked mouth (MSE, z-scores)
-    lr_means: float = 2e-3             # cm per step, decayed to 1% by the end (3DGS's schedule)
-    lr_quats: float = 1e-3
-    lr_scales: float = 5e-3
-    lr_opacity: float = 5e-2
-    lr_colors: float = 2.5e-3
-    lr_triplane: float = 1e-2
-    lr_networks: float = 1e-3
-    densify_every: int = 100           # stage 1 only, from densify_every until densify_until of stage 1
-    densify_until: float = 0.7
-    densify_grow: float = 0.1          # at most this fraction of N added per densification
-    split_scale: float = 0.15          # cm: above it a chosen Gaussian splits in two, below it is cloned
-    prune_opacity: float = 0.005
-    holdout: float = 0.2               # the clip's last fraction, never trained on
-    checkpoint_every: int = 100
-    report_every: int = 10             # loss/PSNR curve points
-    preview_every: int = 100           # preview images
-    seed: int = 0
-
-    @property
-    def steps(self) -> int:
-        return self.stage1_steps + self.stage2_steps
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("cpu", "cuda"):
-            raise ValueError(f"backend must be 'cpu' or 'cuda', got {self.backend!r}")
-        if self.stage1_steps < 0 or self.stage2_steps < 0 or self.steps == 0:
-            raise ValueError("training needs at least one step")
-
-
-PRESETS: dict[str, TrainConfig] = {
-    # A CPU draft: 256² crops, 10k Gaussians densified up to 20k, our rasterizer.
-    "cpu-draft": TrainConfig(),
-    # The paper's setting on a GPU: 512² crops, more Gaussians and steps, gsplat.
-    "gpu-quality": TrainConfig(preset="gpu-quality", backend="cuda", crop_size=512, max_gaussians=100_000,
-                               avatar=AvatarConfig(init=InitConfig(n_gaussians=40_000)),
-                               stage1_steps=6000, stage2_steps=8000, checkpoint_every=500, preview_every=250),
-    # For tests: a few seconds on a CPU.
-    "tiny": TrainConfig(preset="tiny", crop_size=64, max_gaussians=1200,
-                        avatar=AvatarConfig(init=InitConfig(n_gaussians=1000)),
-                        stage1_steps=12, stage2_steps=12, densify_every=4, checkpoint_every=5,
-                        report_every=1, preview_every=4),
-}
-
-
-def preset(name: str) -> TrainConfig:
-    if name not in PRESETS:
-        raise AvatarStudioError(f"unknown training preset {name!r} (choose one of {', '.join(PRESETS)})")
-    return PRESETS[name]
 
 
 @dataclass
@@ -186,13 +125,6 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
                      calibration)
 
 
-def standardised_mouths(landmarks: np.ndarray, n_train: int) -> np.ndarray:
-    """float32 [T,81]: each frame's tracked mouth (core.audio.mouth.mouth_targets) of landmarks [T,478,2], as
-    z-scores over the training frames [0, n_train): what the lip feature reads in training."""
-    mouth = mouth_targets(landmarks)                                                     # [T,81]
-    return ((mouth - mouth[:n_train].mean(0)) / (mouth[:n_train].std(0) + 1e-6)).astype(np.float32)
-
-
 def initial_model(project: Project, data: TrainData, config: TrainConfig) -> AvatarModel:
     """Canonical Gaussians from the fitted template, coloured from the first training frame; the networks'
     initial weights drawn from ``config.seed``."""
@@ -210,50 +142,6 @@ def initial_model(project: Project, data: TrainData, config: TrainConfig) -> Ava
     else:
         model.fit_readout(data.audio, data.mouth, frames, standardise=not data.normalised, blocks=data.blocks)
     return model
-
-
-def ssim_torch(a: Tensor, b: Tensor) -> Tensor:
-    """float [H,W]: SSIM of images [H,W,3] at every pixel (11x11 Gaussian window, sigma 1.5, as core.metrics,
-    zero-padded at the borders), averaged over the channels. The window is applied as two 1D passes."""
-    x = torch.arange(11, dtype=a.dtype) - 5
-    g = torch.exp(-x * x / (2 * 1.5**2))
-    g = g / g.sum()                                                     # [11]
-    rows, cols = g.view(1, 1, 1, 11).expand(3, 1, 1, 11), g.view(1, 1, 11, 1).expand(3, 1, 11, 1)
-
-    def blur(t: Tensor) -> Tensor:                                      # [1,3,H,W]
-        return F.conv2d(F.conv2d(t, rows, padding=(0, 5), groups=3), cols, padding=(5, 0), groups=3)
-
-    a, b = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]         # [1,3,H,W]
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s[0].mean(0)                                                 # [H,W]
-
-
-def portrait_loss(render: Tensor, target: Tensor, weight: Tensor, dssim: float, mouth: tuple[int, int, int, int],
-                  mouth_weight: float) -> tuple[Tensor, Tensor]:
-    """(loss, masked MSE) of render [S,S,3] against target [S,S,3] through the blend weight [S,S]: L1 and
-    D-SSIM of the composite, averaged over the weighted pixels (computed in the weight's box only: outside it
-    the composite is the target). The L1 of the pixels in the ``mouth`` box (x0,y0,x1,y1) counts
-    ``1 + mouth_weight`` times: the lips are a few percent of the face and all of lip sync."""
-    x0, y0, x1, y1 = mouth
-    emphasis = torch.ones_like(weight)
-    emphasis[y0:y1, x0:x1] += mouth_weight                              # [S,S]
-    ys, xs = torch.nonzero(weight > 0, as_tuple=True)
-    if len(ys) == 0:
-        raise AvatarStudioError("a training frame has an empty face mask")
-    box = (slice(max(int(ys.min()) - 5, 0), int(ys.max()) + 6), slice(max(int(xs.min()) - 5, 0), int(xs.max()) + 6))
-    render, target, weight, emphasis = render[box], target[box], weight[box], emphasis[box]
-    w = weight[..., None]                                               # [h,w,1]
-    composite = w * render + (1 - w) * target                           # [h,w,3]
-    total = weight.sum()
-    diff = (composite - target).abs()
-    l1 = (diff * emphasis[..., None]).sum() / (3 * (weight * emphasis).sum())
-    d_ssim = ((1 - ssim_torch(composite, target)) * weight).sum() / total
-    mse = (diff.detach() ** 2).sum() / (3 * total)
-    return (1 - dssim) * l1 + dssim * d_ssim, mse
 
 
 @dataclass
@@ -283,8 +171,7 @@ class AvatarTrainer:
              "lr": c.lr_networks},
         ]
         self.optimizer = torch.optim.Adam(groups, eps=1e-15)
-        self.grad_sum = torch.zeros(len(model))     # [N] accumulated screen-space positional gradient
-        self.grad_count = torch.zeros(len(model))   # [N] steps each Gaussian was seen
+        self.strategy = DensifyStrategy(config, len(model))
         self.background = torch.zeros(3)
 
     @property
@@ -327,82 +214,16 @@ class AvatarTrainer:
             if group["name"] == "means":
                 group["lr"] = c.lr_means * decay
         if stage == 1:
-            self._accumulate(self.data.views.camera(i))
+            self.strategy.step_post_backward(self.model, self.data.views.camera(i))
         self.optimizer.step()
         self.step += 1
-        if stage == 1 and self.step % c.densify_every == 0 and self.step <= c.densify_until * c.stage1_steps:
-            self.densify()
+        if stage == 1:
+            self.strategy.step_post_step(self.model, self.optimizer, self.step)
         return StepResult(self.step, stage, loss.item(), float(-10 * torch.log10(mse.clamp_min(1e-10))))
-
-    def _accumulate(self, camera: Camera) -> None:
-        """Add each Gaussian's positional gradient in screen pixels: |d loss / d xy_camera| * z / f."""
-        grad = self.model.means.grad
-        if grad is None:
-            return
-        view = torch.tensor(camera.view, dtype=torch.float32)                         # [4,4]
-        with torch.no_grad():
-            g_cam = grad @ view[:3, :3].T                                       # [N,3]
-            z = (self.model.means @ view[:3, :3].T + view[:3, 3])[:, 2].clamp_min(1e-3)  # [N]
-            g_px = g_cam[:, :2].norm(dim=1) * z / camera.fx                      # [N]
-            seen = g_px > 0
-            self.grad_sum += g_px
-            self.grad_count += seen
-
-    def densify(self) -> None:
-        """Prune the transparent, then grow by the largest average screen-space gradients within the budget:
-        split the large chosen Gaussians in two (each 1/1.6 the scale, sampled inside the parent), clone the
-        small ones. An equivalent of 3DGS's strategy with a budget instead of a gradient threshold, so the
-        count stays within ``max_gaussians`` on any footage."""
-        c, m = self.config, self.model
-        with torch.no_grad():
-            n = len(m)
-            prune = torch.sigmoid(m.opacity_logits) < c.prune_opacity                   # [N]
-            mean_grad = torch.where(self.grad_count > 0, self.grad_sum / self.grad_count.clamp_min(1), 0.0)
-            mean_grad[prune] = 0
-            room = c.max_gaussians - (n - int(prune.sum()))
-            grow = max(0, min(room, int(c.densify_grow * n), int((mean_grad > 0).sum())))
-            chosen = torch.zeros(n, dtype=torch.bool)
-            chosen[torch.argsort(mean_grad, descending=True, stable=True)[:grow]] = True
-            big = m.log_scales.exp().max(dim=1).values > c.split_scale                  # [N]
-            split, clone = chosen & big, chosen & ~big
-            keep = ~prune & ~split
-
-            generator = torch.Generator().manual_seed(c.seed * 100_003 + self.step)
-            idx = torch.nonzero(split).squeeze(1)                                          # [K]
-            scales = m.log_scales[idx].exp()                                              # [K,3]
-            rotm = quat_to_rotmat(m.quats[idx])                                           # [K,3,3]
-            samples = torch.randn(2, len(idx), 3, generator=generator) * scales           # [2,K,3]
-            split_means = (m.means[idx] + torch.einsum("kij,skj->ski", rotm, samples)).reshape(-1, 3)  # [2K,3]
-            new = {
-                "means": torch.cat([m.means[clone], split_means]),
-                "quats": torch.cat([m.quats[clone], m.quats[idx].repeat(2, 1)]),
-                "log_scales": torch.cat([m.log_scales[clone], (m.log_scales[idx] - np.log(1.6)).repeat(2, 1)]),
-                "opacity_logits": torch.cat([m.opacity_logits[clone], m.opacity_logits[idx].repeat(2)]),
-                "colors": torch.cat([m.colors[clone], m.colors[idx].repeat(2, 1)]),
-            }
-            for name in GAUSSIAN_PARAMS:
-                self._resize(name, keep, new[name])
-            self.grad_sum = torch.zeros(len(m))
-            self.grad_count = torch.zeros(len(m))
-
-    def _resize(self, name: str, keep: Tensor, extra: Tensor) -> None:
-        """Replace Gaussian parameter ``name`` by its kept rows [K,...] plus ``extra`` [M,...]; its Adam
-        moments follow the rows, the new rows starting at zero."""
-        old = getattr(self.model, name)
-        param = torch.nn.Parameter(torch.cat([old.detach()[keep], extra]))
-        group = next(g for g in self.optimizer.param_groups if g.get("name") == name)
-        state = self.optimizer.state.pop(old, {})
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in state:
-                state[key] = torch.cat([state[key][keep], torch.zeros_like(extra)])
-        group["params"] = [param]
-        if state:
-            self.optimizer.state[param] = state
-        setattr(self.model, name, param)
 
     def state_dict(self) -> dict:
         return {"step": self.step, "n": len(self.model), "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "grad_sum": self.grad_sum, "grad_count": self.grad_count}
+                "optimizer": self.optimizer.state_dict(), **self.strategy.state_dict()}
 
     @classmethod
     def from_state(cls, state: dict, data: TrainData, config: TrainConfig) -> "AvatarTrainer":
@@ -411,7 +232,7 @@ class AvatarTrainer:
         trainer = cls(model, data, config)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.step = int(state["step"])
-        trainer.grad_sum, trainer.grad_count = state["grad_sum"], state["grad_count"]
+        trainer.strategy.load_state_dict(state)
         return trainer
 
 
@@ -420,26 +241,6 @@ class TrainResult:
     steps: int
     gaussians: int
     history: list[dict[str, float]] = field(default_factory=list)   # the curve points: step, stage, loss, psnr
-
-
-def save_avatar(path: Path, model: AvatarModel, config: TrainConfig) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"config": json.dumps(to_dict(config)), "n": len(model), "audio_dim": len(model.audio_mean),
-                    "model": model.state_dict()}, tmp)
-
-
-def load_avatar(path: Path) -> tuple[AvatarModel, TrainConfig]:
-    """The trained avatar saved by training; ProjectError when missing or unreadable."""
-    if not path.is_file():
-        raise ProjectError(path, "no trained avatar: train it first (avatar-studio-cli train)")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        config = from_dict(TrainConfig, json.loads(saved["config"]))
-        model = AvatarModel.empty(int(saved["n"]), int(saved["audio_dim"]), config.avatar)
-        model.load_state_dict(saved["model"])
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise ProjectError(path, f"the avatar cannot be read ({e}): train it again") from e
-    return model.eval(), config
 
 
 @dataclass

@@ -24,7 +24,7 @@ from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.media.probe import open_media
 from core.project import file_sha256
-from core.speech.frontend import Frontend, FrontendConfig
+from core.speech.frontend import Frontend
 from core.speech.targets import raw_targets
 from core.tracking.landmarks import LandmarkConfig, detect_landmarks
 

@@ -19,7 +19,9 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
                                QVBoxLayout, QWidget)
 
 from core.avatar.evaluate import EVAL_FILE
-from core.avatar.train import AVATAR_FILE, CHECKPOINT_FILE, PRESETS, TrainConfig, TrainResult, preset
+from core.avatar.config import PRESETS, TrainConfig, preset
+from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE
+from core.avatar.train import TrainResult
 from core.pipeline import status as stage_status
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState

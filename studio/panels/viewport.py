@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBox
 
 from core.audio.features import load_features
 from core.avatar.drive import Driver
-from core.avatar.train import AVATAR_FILE
+from core.avatar.files import AVATAR_FILE
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.project import Project
 from core.render.ply import read_ply
