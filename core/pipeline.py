@@ -22,11 +22,17 @@ class Stage:
     label: str                      # what it made, for messages
     upstream: tuple[str, ...]       # the stages whose results it reads
     redo: str                       # the command that makes it again
+    plural: bool = False            # whether its label takes "were"
+
+    @property
+    def was(self) -> str:
+        return f"{self.label} {'were' if self.plural else 'was'}"
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("tracking", "the tracking", (), "track again (avatar-studio-cli track)"),
-    Stage("audio", "the audio features", ("tracking",), "make the audio features again (avatar-studio-cli audio)"),
+    Stage("audio", "the audio features", ("tracking",), "make the audio features again (avatar-studio-cli audio)",
+          plural=True),
     Stage("avatar", "the avatar", ("tracking", "audio"), "train again (avatar-studio-cli train)"),
 )}
 
@@ -56,7 +62,7 @@ def status(project: Project) -> dict[str, StageStatus]:
             continue
         if footage is None or rec.inputs.get("footage") != footage.sha256:
             now = Path(footage.path).name if footage is not None else "none"
-            out[stage.name] = StageStatus("stale", f"{stage.label} was made from other footage than the project's "
+            out[stage.name] = StageStatus("stale", f"{stage.was} made from other footage than the project's "
                                                    f"{now}: {', then '.join(s.redo for s in _chain(stage))}")
             continue
         out[stage.name] = _upstream_status(project, stage, out)
@@ -81,12 +87,13 @@ def _upstream_status(project: Project, stage: Stage, known: dict[str, StageStatu
     for name in stage.upstream:
         up, up_label = known[name], STAGES[name].label
         if not up.current:
-            return StageStatus("stale", f"{stage.label} was made from {up_label}, which is {up.state} now "
+            return StageStatus("stale", f"{stage.was} made from {up_label}, which {'are' if STAGES[name].plural else 'is'} "
+                                        f"{up.state} now "
                                         f"({up.reason}); then {stage.redo}")
         made = project.stages[name]
         if rec.inputs.get(name) != made.created:
             detail = f", now from the {made.config['encoder']} encoder" if name == "audio" else ""
-            return StageStatus("stale", f"{stage.label} was made from an earlier version of {up_label}, made again "
+            return StageStatus("stale", f"{stage.was} made from an earlier version of {up_label}, made again "
                                         f"since ({made.created}{detail}): {stage.redo}, or make {up_label} as "
                                         "before")
     return StageStatus("current")

@@ -16,6 +16,7 @@ from core.errors import MediaError
 from core.ingest import AUDIO_FILE, IngestJob
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import FrameReader, load_audio
+from core.pipeline import status as stage_status
 from core.project import FootageStatus, Project
 from core.tracking.track import TrackJob, load_tracking
 
@@ -80,7 +81,8 @@ class OpenFootageJob:
             progress(Progress(0.8, "Loading audio"))
             rate = self.project.stages["ingest"].config["sample_rate"]
             audio = load_audio(self.project.path(AUDIO_FILE), rate)  # float32 [S]
-            tracking = load_tracking(self.project) if "tracking" in self.project.stages else None
+            # Tracking made from other footage is not shown as this footage's: the panels say it is stale.
+            tracking = load_tracking(self.project) if stage_status(self.project)["tracking"].current else None
         except BaseException:
             reader.close()
             raise

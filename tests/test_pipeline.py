@@ -64,3 +64,30 @@ def test_stages_refuse_to_build_on_another_footages_results(trained_project, cop
     for command in (["track"], ["audio"], ["train", "--preset", "tiny"]):
         assert main([command[0], "--project", str(root), *command[1:]]) == 0
     assert all(s.current for s in status(Project.open(root)).values())
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_the_studio_shows_each_stage_as_info_does(window, qtbot, trained_project, copy_project, media_dir,
+                                                  artifacts_dir, capsys):
+    root = copy_project(trained_project("may_13s.mp4"))
+    assert window.open_project(root)
+    qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
+    assert window.tracking_panel.stage_status.isHidden()       # current: the panel's summary says the rest
+    assert window.audio_panel.stage_status.text() == "Result: current."
+
+    assert main(["ingest", str(media_dir / "katie_8s.mp4"), "--project", str(root)]) == 0
+    assert window.open_project(root)
+    qtbot.waitUntil(lambda: window.job is None and window.state.footage is not None, timeout=20_000)
+    assert window.state.tracking is None                       # another footage's tracking is not shown as this one's
+    tracking, audio = window.tracking_panel.stage_status.text(), window.audio_panel.stage_status.text()
+    assert tracking.startswith("Result: stale. The tracking was made from other footage than the project's katie_8s")
+    assert audio.startswith("Result: stale. The audio features were made from other footage")
+    assert "Stale: the avatar was made from other footage" in window.training_panel.summary.text()
+    window.viewport_dock.raise_()
+    qtbot.waitUntil(lambda: window.viewport.file_label.text().startswith("Avatar: the avatar was made from other "
+                                                                           "footage"), timeout=10_000)
+    assert window.width() <= 1400                              # a long reason is cut in the view, never widens it
+    qtbot.wait(500)                                            # the viewer's first frame decodes
+    window.grab().save(str(artifacts_dir / "studio_stale_results.png"))
+    capsys.readouterr()

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
 
 from core.audio.features import TRAINED, AudioConfig, AudioFeatures
 from core.audio.train_ave import AveTrainConfig
+from studio.panels.stage_status import StageStatusLabel
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 
@@ -99,6 +100,8 @@ class AudioPanel(QWidget):
         layout.addWidget(self.message)
         layout.addWidget(self.graphics, 1)
         layout.addWidget(self.summary)
+        self.stage_status = StageStatusLabel(state, "audio")
+        layout.addWidget(self.stage_status)
 
         state.project_changed.connect(self.clear)
         state.tracking_changed.connect(self._refresh)
@@ -140,6 +143,7 @@ class AudioPanel(QWidget):
         self.set_running(False)
         self.message.setText("Done.")
         self.summary.setText(report_text(features, time.monotonic() - self.started))
+        self.stage_status.refresh()
 
     def on_cancelled(self) -> None:
         self.set_running(False)

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, Q
                                QVBoxLayout, QWidget)
 
 from core.tracking.landmarks import LandmarkConfig
+from studio.panels.stage_status import StageStatusLabel
 from studio.state import StudioState
 
 
@@ -51,6 +52,8 @@ class TrackingPanel(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.message)
         layout.addWidget(self.summary)
+        self.stage_status = StageStatusLabel(state, "tracking", only_stale=True)
+        layout.addWidget(self.stage_status)
         layout.addWidget(self.landmarks_box)
         layout.addWidget(self.mesh_box)
         layout.addStretch(1)
@@ -79,7 +82,8 @@ class TrackingPanel(QWidget):
         if self.state.footage is None:
             self.summary.setText("Import footage to track a face.")
         elif tr is None:
-            self.summary.setText("Not tracked yet.")
+            stale = self.state.project is not None and "tracking" in self.state.project.stages
+            self.summary.setText("" if stale else "Not tracked yet.")   # stale: the status line says why
         else:
             n = len(tr["valid"])
             self.summary.setText(

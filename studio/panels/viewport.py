@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from core.audio.features import load_features
 from core.avatar.drive import Driver
@@ -80,6 +80,8 @@ class ViewportPanel(QWidget):
         self.mode_box.addItem("Splats file", FILE)
         self.mode_box.addItem("Avatar", AVATAR)
         self.file_label = QLabel(NO_FILE)
+        # A long message (a stale avatar's reason) is cut, never widens the window; its tooltip holds all of it.
+        self.file_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.fps_label = QLabel("")
         self.fps_label.setObjectName("timecode")
         reset = QPushButton("Reset View")
@@ -173,4 +175,6 @@ class ViewportPanel(QWidget):
 
     def _avatar_failed(self, _index: int, message: str) -> None:
         if self.mode() == AVATAR:
-            self.file_label.setText(f"Avatar: {message}")
+            root = f"{self.state.project.root}: " if self.state.project is not None else ""
+            self.file_label.setText(f"Avatar: {message.removeprefix(root) if root else message}")
+            self.file_label.setToolTip(message)

@@ -1,0 +1,34 @@
+"""One line in a panel: whether its stage's result in the open project is current, stale (and why) or missing,
+as core.pipeline says, so the studio and the CLI's ``info`` never disagree."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QLabel
+
+from core.pipeline import status
+from studio.state import StudioState
+
+TEXT = {"current": "Result: current.", "missing": "Result: not made yet."}
+
+
+class StageStatusLabel(QLabel):
+    def __init__(self, state: StudioState, stage: str, only_stale: bool = False):
+        """``only_stale``: shown only while the result is stale (where the panel already says the rest)."""
+        super().__init__()
+        self.state, self.stage, self.only_stale = state, stage, only_stale
+        self.setWordWrap(True)
+        self.setObjectName("stageStatus")
+        for signal in (state.project_changed, state.footage_changed, state.tracking_changed):
+            signal.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the stage's status again (after the project, its footage or a stage's result changed)."""
+        project = self.state.project
+        s = status(project)[self.stage] if project is not None else None
+        self.setVisible(s is not None and not (self.only_stale and s.state != "stale"))
+        if s is None:
+            self.clear()
+            return
+        self.setText(TEXT.get(s.state) or f"Result: stale. {s.reason[0].upper()}{s.reason[1:]}.")
+        self.setToolTip(s.reason)
