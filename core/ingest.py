@@ -10,7 +10,7 @@ import numpy as np
 from core import config as cfgs
 from core.errors import MediaError
 from core.jobs import CancelToken, Progress, ProgressFn
-from core.media import AUDIO_RATE, load_audio, probe, write_wav
+from core.media import AUDIO_RATE, advance, load_audio, probe, write_wav
 from core.project import FootageRef, Project, file_sha256
 
 AUDIO_FILE = "audio_16k.wav"
@@ -65,9 +65,9 @@ class IngestJob:
         progress(Progress(0.5, "Extracting audio"))
         rate = self.config.sample_rate
         if sound is not None:   # recorded apart: its length made the picture's
-            audio = _fit(_advance(load_audio(sound, rate), self.config.offset, rate), round(info.duration * rate))
+            audio = _fit(advance(load_audio(sound, rate), self.config.offset, rate), round(info.duration * rate))
         elif info.has_audio:
-            audio = _advance(load_audio(path, rate, self.config.audio_stream), self.config.offset, rate)
+            audio = advance(load_audio(path, rate, self.config.audio_stream), self.config.offset, rate)
         else:                   # silent footage: the avatar learns its lips from the tracked face alone
             audio = np.zeros(round(info.duration * rate), np.float32)
         cancel.check(self.name)
@@ -81,12 +81,6 @@ class IngestJob:
         self.project.save()
         progress(Progress(1.0, f"Imported {path.name}: {info.frame_count} frames, {info.duration:.2f} s"))
         return ref
-
-
-def _advance(audio: np.ndarray, seconds: float, rate: int) -> np.ndarray:
-    """``audio`` [S] moved ``seconds`` earlier (negative: later, silence first)."""
-    shift = round(seconds * rate)
-    return audio[shift:] if shift >= 0 else np.concatenate([np.zeros(-shift, np.float32), audio])
 
 
 def _fit(audio: np.ndarray, n: int) -> np.ndarray:

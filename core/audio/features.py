@@ -38,8 +38,8 @@ from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.pipeline import require_current
 from core.project import Project
 from core.speech.frontend import Frontend
-from core.speech.lipsync import speech_model
-from core.speech.model import at_frames, model_digest
+from core.speech.lipsync import estimates, speech_model
+from core.speech.model import model_digest
 from core.speech.offset import MAX_OFFSET_S, footage_offset, shifted
 from core.speech.targets import OPENING
 from core.speech.targets import OUTPUTS as SPEECH_OUTPUTS
@@ -105,8 +105,8 @@ class MelEncoder:
 @dataclass
 class SpeechEncoder:
     """The speech model's per-frame mouth estimates (core.speech): speaker-normalised z-scores of the lip opening
-    and the mouth and jaw blendshapes, learnt from many voices. The avatar calibrates them to its subject (the
-    mouth readout fitted on the footage's frames)."""
+    and the mouth and jaw blendshapes, learnt from many voices. The avatar calibrates them to its subject from the
+    footage's tracked face (core.avatar.model.AvatarModel.fit_calibration)."""
 
     model_path: Path | None = None       # a model from 'speech-model train'; None: the shipped one
     id: str = "speech"
@@ -117,8 +117,7 @@ class SpeechEncoder:
         """float32 [n_frames, 25] for audio float32 [S] at 16 kHz: the estimates scaled to the spread of real
         z-scores (estimates vary less than what they estimate), so that they stand in for tracked values."""
         model = speech_model(self.model_path)
-        frontend = Frontend(model.net.config.frontend, cancel=cancel)
-        z = at_frames(model.net.predict(frontend.states(audio, progress, cancel)), n_frames, fps)
+        z = estimates(model, Frontend(model.net.config.frontend, cancel=cancel), audio, n_frames, fps, progress, cancel)
         return z / model.net.gain.numpy()
 
 

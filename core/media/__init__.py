@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.media.audio import AUDIO_RATE, load_audio, write_wav
+from core.media.audio import AUDIO_RATE, advance, load_audio, write_wav
 from core.media.probe import AudioStreamInfo, MediaInfo, probe
 from core.media.reader import FrameReader
 from core.media.writer import VideoWriter
@@ -15,5 +15,6 @@ __all__ = [
     "VideoWriter",
     "load_audio",
     "probe",
+    "advance",
     "write_wav",
 ]

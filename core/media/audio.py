@@ -54,6 +54,12 @@ def load_audio(path: str | Path, sample_rate: int = AUDIO_RATE, stream: int = 0)
     return np.clip(out, -1.0, 1.0, out=out)
 
 
+def advance(audio: np.ndarray, seconds: float, sample_rate: int = AUDIO_RATE) -> np.ndarray:
+    """``audio`` [S] moved ``seconds`` earlier: its first samples dropped (negative: silence put before it)."""
+    shift = round(seconds * sample_rate)
+    return audio[shift:] if shift >= 0 else np.concatenate([np.zeros(-shift, np.float32), audio])
+
+
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = AUDIO_RATE) -> None:
     """Write float32 [S] mono as 16-bit PCM WAV, atomically: a reader never sees a half-written file."""
     path = Path(path)

@@ -21,7 +21,7 @@ from core.config import config_hash, to_dict
 from core.errors import AvatarStudioError, MediaError
 from core.fsutil import load_npz, save_npz
 from core.jobs import CancelToken, Progress, ProgressFn, span
-from core.media import AUDIO_RATE, FrameReader, load_audio
+from core.media import FrameReader, advance, load_audio
 from core.media.probe import open_media
 from core.project import file_sha256
 from core.speech.frontend import Frontend
@@ -54,11 +54,6 @@ class Clip:
     valid: np.ndarray      # bool [T] frames where the face was tracked
     states: np.ndarray     # float32 [N,D] front-end states, N = n_states(audio)
 
-    @property
-    def frame_times(self) -> np.ndarray:
-        """float64 [T] seconds of each video frame."""
-        return np.arange(len(self.raw)) / float(self.fps)
-
 
 def read_clips_csv(corpus: Path) -> list[ClipRow]:
     """clips.csv's rows; AvatarStudioError naming the file when it is missing or lacks a column."""
@@ -78,16 +73,12 @@ def read_clips_csv(corpus: Path) -> list[ClipRow]:
 
 def video_aligned_audio(path: Path) -> np.ndarray:
     """float32 [S] 16 kHz mono whose sample 0 is the video's first frame (the tracks' start times may differ)."""
-    audio = load_audio(path)
     with open_media(path) as container:
         v, a = container.streams.video[0], container.streams.audio[0]
         lead = 0.0
         if v.start_time is not None and a.start_time is not None:
             lead = float(v.start_time * v.time_base) - float(a.start_time * a.time_base)  # s of audio before frame 0
-    shift = round(lead * AUDIO_RATE)
-    if shift > 0:
-        return audio[shift:]
-    return np.concatenate([np.zeros(-shift, np.float32), audio]) if shift < 0 else audio
+    return advance(load_audio(path), lead)
 
 
 def load_clip(corpus: Path, row: ClipRow, frontend: Frontend, cache: Path, landmarks: LandmarkConfig = LandmarkConfig(),

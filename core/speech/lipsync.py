@@ -23,13 +23,18 @@ def speech_model(path: Path | None = None) -> SavedModel:
     return shipped_model() if path is None else load_model(path)
 
 
+def estimates(model: SavedModel, frontend: Frontend, audio: np.ndarray, n_frames: int, fps: Fraction | float,
+              progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> np.ndarray:
+    """float32 [n_frames,K]: the model's z-scores at video frames i/fps for audio float32 [S] at 16 kHz."""
+    return at_frames(model.net.predict(frontend.states(audio, progress, cancel)), n_frames, fps)
+
+
 def blendshape_track(model: SavedModel, frontend: Frontend, audio: np.ndarray, fps: Fraction | float,
                      progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> np.ndarray:
     """float32 [T,52] blendshapes in MediaPipe's order (core.tracking.landmarks.BLENDSHAPE_NAMES), in [0,1], for
     audio float32 [S] at 16 kHz: the speech shapes from the model at the corpus's typical range, the rest 0."""
     n_frames = max(int(np.floor(len(audio) / AUDIO_RATE * float(fps))), 1)
-    z = at_frames(model.net.predict(frontend.states(audio, progress, cancel)), n_frames, fps)   # [T,K]
-    absolute = model.net.absolute(z)
+    absolute = model.net.absolute(estimates(model, frontend, audio, n_frames, fps, progress, cancel))   # [T,K]
     out = np.zeros((n_frames, len(BLENDSHAPE_NAMES)), np.float32)
     columns = [model.net.config.outputs.index(n) for n in SPEECH_SHAPES]
     out[:, SHAPE_INDEX] = np.clip(absolute[:, columns], 0.0, 1.0)

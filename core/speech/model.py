@@ -87,14 +87,23 @@ class SpeechToFace(nn.Module):
         return (z / self.gain.numpy() * self.spread.numpy() + self.level.numpy()).astype(np.float32)
 
 
-def at_frames(per_state: np.ndarray, n_frames: int, fps: Fraction | float) -> np.ndarray:
-    """[n_frames, K] of per-state values [N,K] (state j at time j/50 s): linear interpolation at frame times i/fps,
-    the last state held past the end."""
-    pos = np.minimum(np.arange(n_frames) * (WHISPER_RATE / float(fps)), len(per_state) - 1)
+def frame_positions(n_frames: int, fps: Fraction | float) -> np.ndarray:
+    """float64 [n_frames]: where video frame i (at time i/fps) lies among the states (state j at time j/50 s)."""
+    return np.arange(n_frames) * (WHISPER_RATE / float(fps))
+
+
+def between(pos: np.ndarray, n_states: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For positions [F] within states 0..n_states-1: the state at or before each, the one after (the last one
+    repeats), and the weight of the one after, float32 [F]."""
     left = np.floor(pos).astype(np.int64)
-    right = np.minimum(left + 1, len(per_state) - 1)
-    w = (pos - left)[:, None].astype(np.float32)
-    return (1 - w) * per_state[left] + w * per_state[right]
+    return left, np.minimum(left + 1, n_states - 1), (pos - left).astype(np.float32)
+
+
+def at_frames(per_state: np.ndarray, n_frames: int, fps: Fraction | float) -> np.ndarray:
+    """[n_frames, K] of per-state values [N,K]: linear interpolation at frame times i/fps, the last state held past
+    the end."""
+    left, right, w = between(np.minimum(frame_positions(n_frames, fps), len(per_state) - 1), len(per_state))
+    return (1 - w[:, None]) * per_state[left] + w[:, None] * per_state[right]
 
 
 @dataclass

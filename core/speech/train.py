@@ -24,7 +24,7 @@ from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.metrics import best_lag_r
 from core.speech.corpus import Clip, load_corpus
 from core.speech.frontend import Frontend
-from core.speech.model import SpeechModelConfig, SpeechToFace, at_frames, save_model
+from core.speech.model import SpeechModelConfig, SpeechToFace, at_frames, between, frame_positions, save_model
 from core.speech.targets import normalise
 
 @dataclass(frozen=True)
@@ -105,11 +105,9 @@ def fit(clips: list[Prepared], cfg: SpeechTrainConfig, progress: ProgressFn | No
 
 def _frame_positions(c: Prepared, n_states: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For the clip's valid frames within its states: (frame indices, left state, right state, weight of right)."""
-    pos = np.arange(len(c.z)) * (50.0 / float(c.clip.fps))                                 # [T] in states
+    pos = frame_positions(len(c.z), c.clip.fps)                                           # [T] in states
     frames = np.flatnonzero(c.valid & (pos <= n_states - 1))
-    p = pos[frames]
-    left = np.floor(p).astype(np.int64)
-    return frames, left, np.minimum(left + 1, n_states - 1), (p - left).astype(np.float32)
+    return (frames, *between(pos[frames], n_states))
 
 
 def _fit_linear(net: SpeechToFace, clips: list[Prepared], ridge: float, cancel: CancelToken | None) -> None:
@@ -156,8 +154,8 @@ def cross_validate(clips: list[Prepared], cfg: SpeechTrainConfig, progress: Prog
     folds = speaker_folds(clips, cfg.folds)
     out: dict[str, np.ndarray] = {}
     for f, held in enumerate(folds):
-        net = fit([c for c in clips if c.speaker not in held], cfg, span(progress, f / len(folds), (f + 1) / len(folds)),
-                  cancel)
+        rest = [c for c in clips if c.speaker not in held]
+        net = fit(rest, cfg, span(progress, f / len(folds), (f + 1) / len(folds)), cancel)
         for c in clips:
             if c.speaker in held:
                 out[c.clip.row.file] = predict_frames(net, c.clip)
@@ -180,7 +178,8 @@ def speaker_scores(clips: list[Prepared], estimates: dict[str, np.ndarray], outp
     return scores
 
 
-def clip_lags(clips: list[Prepared], estimates: dict[str, np.ndarray], max_lag: int = 6) -> dict[str, tuple[int, float]]:
+def clip_lags(clips: list[Prepared], estimates: dict[str, np.ndarray],
+              max_lag: int = 6) -> dict[str, tuple[int, float]]:
     """Per clip: (best lag within ±max_lag frames, r there) of the estimated against the tracked lip opening."""
     out = {}
     for c in clips:
