@@ -53,16 +53,17 @@ def n_states(n_samples: int) -> int:
     return math.ceil(n_samples / SAMPLES_PER_STATE)
 
 
-def block_windows(audio: np.ndarray, first: int, count: int, cfg: FrontendConfig) -> np.ndarray:
+def block_windows(audio: np.ndarray, first: int, count: int, cfg: FrontendConfig, offset: int = 0) -> np.ndarray:
     """float32 [count, window*320]: the samples of blocks ``first .. first+count-1``'s passes, silence outside
-    ``audio`` [S]."""
+    ``audio`` [S], whose first sample is sample ``offset`` of the stream (a live buffer drops what it no longer
+    needs)."""
     span = cfg.window * SAMPLES_PER_STATE
     out = np.zeros((count, span), np.float32)
     for k in range(count):
         start = ((first + k) * cfg.block - cfg.context) * SAMPLES_PER_STATE
-        lo, hi = max(start, 0), min(start + span, len(audio))
+        lo, hi = max(start, offset), min(start + span, offset + len(audio))
         if hi > lo:
-            out[k, lo - start:hi - start] = audio[lo:hi]
+            out[k, lo - start:hi - start] = audio[lo - offset:hi - offset]
     return out
 
 

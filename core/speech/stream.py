@@ -69,9 +69,8 @@ class StreamingSpeech:
         if blocks <= self._blocks:
             return
         cfg = self.frontend.cfg
-        # block_windows reads the stream's samples by absolute index: hand it a view that starts at sample 0.
-        padded = _Offset(self._audio, self._audio_start)
-        new = self.frontend.encode(block_windows(padded, self._blocks, blocks - self._blocks, cfg))
+        new = self.frontend.encode(block_windows(self._audio, self._blocks, blocks - self._blocks, cfg,
+                                                 self._audio_start))
         self._states = np.concatenate([self._states, new])
         self._blocks = blocks
         keep = self._blocks * cfg.block - cfg.context                 # the next window's first sample's state
@@ -115,15 +114,3 @@ class StreamingSpeech:
             del self._outputs[j]
         return np.array(rows, np.float32).reshape(len(rows), len(self.net.config.outputs))
 
-
-class _Offset:
-    """A sample buffer addressed by absolute sample index (``start`` is the index of its first sample)."""
-
-    def __init__(self, samples: np.ndarray, start: int):
-        self.samples, self.start = samples, start
-
-    def __len__(self) -> int:
-        return self.start + len(self.samples)
-
-    def __getitem__(self, s: slice) -> np.ndarray:
-        return self.samples[s.start - self.start:s.stop - self.start]
