@@ -4,11 +4,14 @@ and by the monotonic clock otherwise."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from studio.audio_io import AudioOutput
-from studio.state import StudioState
+
+if TYPE_CHECKING:  # the state owns its transport
+    from studio.state import StudioState
 
 SHUTTLE_SPEEDS = (1.0, 2.0, 4.0, 8.0)
 # The audio clock is trusted while it stays this close to the wall clock; a device that runs free (ALSA's

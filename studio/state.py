@@ -1,6 +1,7 @@
-"""The session's state, apart from any view: the open project, its opened footage (or a file shown in its place,
-such as an exported dub) and the playhead. Panels read it and listen to its signals; they change it only through
-its methods."""
+"""The session's state, apart from any view: the open project and each of its stages' status, its opened footage
+(or a file shown in its place, such as an exported dub), the playhead and transport, the overlays shown, and the one
+running job. Panels read it and listen to its signals; they change it only through its methods, and ask its job
+runner for work."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from core.dub import DubJob, DubResult
-from core.errors import MediaError
+from core.errors import AvatarStudioError, MediaError
 from core.ingest import AUDIO_FILE, IngestJob
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import FrameReader, load_audio
-from core.pipeline import status as stage_status
+from core.pipeline import StageStatus, status as stage_status
 from core.project import FootageStatus, Project
 from core.tracking.track import TrackJob, load_tracking
+from studio.playback import Playback
+from studio.workers import JobRunner
 
 
 @dataclass
@@ -135,21 +138,68 @@ class StudioState(QObject):
     frame_changed = Signal(int)
     playing_changed = Signal(bool)
     tracking_changed = Signal()
+    stages_changed = Signal()        # a stage's result became current, stale or missing
+    avatar_changed = Signal()        # a run made the project's avatar anew
+    overlays_changed = Signal()
+    notice = Signal(str)             # something the user must read (shown by the window)
 
     def __init__(self) -> None:
         super().__init__()
         self.project: Project | None = None
+        self.stages: dict[str, StageStatus] = {}  # core.pipeline's status of the open project's stages
         self.footage: Footage | None = None
         self.footage_status: FootageStatus | None = None  # None until checked (off the UI thread)
         self.tracking: dict[str, np.ndarray] | None = None  # tracking.npz of the project's footage
         self.preview: Path | None = None  # the file shown in the footage's place (a dub); None: the footage itself
         self.frame = 0
         self.playing = False
+        self.overlays = {"landmarks": False, "mesh": False}  # drawn over the Viewer's picture
+        self.jobs = JobRunner()
+        self.jobs.ended.connect(lambda _name: self.refresh_stages())
+        self.playback = Playback(self)  # the transport: plays, steps and shuttles the playhead
 
     def set_project(self, project: Project | None) -> None:
         self.set_footage(None, None)
         self.project = project
+        self.refresh_stages()  # before the panels hear of the project, so they read its stages' status
         self.project_changed.emit()
+
+    def refresh_stages(self) -> None:
+        """Read every stage's status again (after a job, an import or a new project); listeners hear of changes."""
+        stages = stage_status(self.project) if self.project is not None else {}
+        if stages != self.stages:
+            self.stages = stages
+            self.stages_changed.emit()
+
+    def stage(self, name: str) -> StageStatus | None:
+        return self.stages.get(name)
+
+    # --- footage -----------------------------------------------------------------------------------
+    def open_footage(self, frame: int = 0) -> None:
+        """Check and open the project's footage in a job, then show it at ``frame``."""
+        self.jobs.run(OpenFootageJob(self.project), on_finished=lambda opened: self.show_opened(opened, frame))
+
+    def show_opened(self, opened: Opened, frame: int = 0) -> None:
+        """Show what an OpenFootageJob or ImportJob opened (or say why the footage cannot be shown)."""
+        self.set_footage(opened.footage, opened.status)
+        if opened.footage is not None:
+            self.set_tracking(opened.tracking)
+            self.set_frame(frame)
+        else:
+            self.notice.emit(f"{self.project.footage.path}: the footage is {opened.status.value}. "
+                             "Relink it from the Project panel.")
+        self.refresh_stages()
+
+    def relink_footage(self, path: str | Path) -> bool:
+        """Point the project at its footage's new place (the same content) and open it there."""
+        try:
+            self.project.relink_footage(path)
+            self.project.save()
+        except AvatarStudioError as e:
+            self.notice.emit(str(e))
+            return False
+        self.open_footage(self.frame)
+        return True
 
     def set_footage(self, footage: Footage | None, status: FootageStatus | None) -> None:
         """Show the project's footage (None: none yet); its tracking is cleared until set."""
@@ -174,7 +224,23 @@ class StudioState(QObject):
             return  # nothing to clear: spares the panels a relayout
         self.tracking = tracking
         self.tracking_changed.emit()
+        self.refresh_stages()
 
+    def avatar_made(self) -> None:
+        """A training run wrote the project's avatar: the viewport reloads it, the window shows it."""
+        self.refresh_stages()
+        self.avatar_changed.emit()
+
+    def set_overlays(self, **shown: bool) -> None:
+        """Show or hide the Viewer's overlays by name (``landmarks``, ``mesh``)."""
+        unknown = set(shown) - set(self.overlays)
+        if unknown:
+            raise ValueError(f"no overlay named {sorted(unknown)}")
+        if any(self.overlays[k] != v for k, v in shown.items()):
+            self.overlays.update(shown)
+            self.overlays_changed.emit()
+
+    # --- playhead ----------------------------------------------------------------------------------
     @property
     def frame_count(self) -> int:
         return self.footage.frame_count if self.footage else 0

@@ -86,3 +86,76 @@ def start_job(
     worker.done.connect(lambda: JobWorker._live.discard(worker), queued)
     (pool or QThreadPool.globalInstance()).start(QRunnable.create(worker._run))
     return worker
+
+
+class JobRunner(QObject):
+    """The studio's one job at a time. Panels and menus ask it to run a job with their own callbacks; everyone
+    else (the status bar, the menus, the stage statuses) listens to its signals, so no window wires a panel."""
+
+    started = Signal(str)          # the job's name
+    progress = Signal(float, str)  # fraction 0..1, message (throttled)
+    failed = Signal(str, object)   # the job's name, the exception: shown to the user by the window
+    cancelled = Signal(str)        # the job's name
+    ended = Signal(str)            # the job's name, after whichever outcome and after the caller's callback
+    refused = Signal(str)          # why a job was not started (another one runs)
+
+    def __init__(self, pool: QThreadPool | None = None) -> None:
+        super().__init__()
+        self.worker: JobWorker | None = None
+        self._pool = pool
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    @property
+    def pausable(self) -> bool:
+        """Whether the running job can hold between steps (it has a ``pause`` event)."""
+        return self.worker is not None and hasattr(self.worker.job, "pause")
+
+    @property
+    def paused(self) -> bool:
+        return self.pausable and self.worker.job.pause.is_set()
+
+    def run(self, job: Job[Any], *, on_finished: Callable[[Any], None] | None = None,
+            on_errored: Callable[[Exception], None] | None = None,
+            on_cancelled: Callable[[], None] | None = None,
+            on_progress: Callable[[float, str], None] | None = None,
+            on_metrics: Callable[[dict[str, float]], None] | None = None,
+            on_image: Callable[[Any], None] | None = None) -> JobWorker | None:
+        """Start ``job`` unless one runs (then ``refused`` says which, and None is returned). The caller's outcome
+        callback runs first, after the runner is free, so it may start the next job."""
+        if self.worker is not None:
+            self.refused.emit(f"Wait for '{self.worker.name}' to finish (or cancel it) first.")
+            return None
+
+        def end(slot: Callable[..., None] | None, signal: Any = None):
+            def call(*args: Any) -> None:
+                name = self.worker.name if self.worker is not None else job.name
+                self.worker = None
+                if signal is not None:
+                    signal.emit(name, *args)
+                if slot is not None:
+                    slot(*args)
+                self.ended.emit(name)
+            return call
+
+        def progress(fraction: float, message: str) -> None:
+            self.progress.emit(fraction, message)
+            if on_progress is not None:
+                on_progress(fraction, message)
+
+        self.worker = start_job(job, on_progress=progress, on_metrics=on_metrics, on_image=on_image,
+                                on_finished=end(on_finished), on_errored=end(on_errored, self.failed),
+                                on_cancelled=end(on_cancelled, self.cancelled), pool=self._pool)
+        self.started.emit(job.name)
+        return self.worker
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()  # a held job ends too: its pause gives way to a cancel
+
+    def set_paused(self, paused: bool) -> None:
+        """Hold the running job between steps, or let it go on; nothing is lost either way."""
+        if self.pausable:
+            (self.worker.job.pause.set if paused else self.worker.job.pause.clear)()

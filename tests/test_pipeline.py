@@ -73,19 +73,19 @@ def test_the_studio_shows_each_stage_as_info_does(window, qtbot, trained_project
     root = copy_project(trained_project("may_13s.mp4"))
     assert window.open_project(root)
     qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
-    assert window.tracking_panel.stage_status.isHidden()       # current: the panel's summary says the rest
-    assert window.audio_panel.stage_status.text() == "Result: current."
+    assert window.panels["tracking"].stage_status.isHidden()       # current: the panel's summary says the rest
+    assert window.panels["audio"].stage_status.text() == "Result: current."
 
     assert main(["ingest", str(media_dir / "katie_8s.mp4"), "--project", str(root)]) == 0
     assert window.open_project(root)
     qtbot.waitUntil(lambda: window.job is None and window.state.footage is not None, timeout=20_000)
     assert window.state.tracking is None                       # another footage's tracking is not shown as this one's
-    tracking, audio = window.tracking_panel.stage_status.text(), window.audio_panel.stage_status.text()
+    tracking, audio = window.panels["tracking"].stage_status.text(), window.panels["audio"].stage_status.text()
     assert tracking.startswith("Result: stale. The tracking was made from other footage than the project's katie_8s")
     assert audio.startswith("Result: stale. The audio features were made from other footage")
-    assert "Stale: the avatar was made from other footage" in window.training_panel.summary.text()
-    window.viewport_dock.raise_()
-    qtbot.waitUntil(lambda: window.viewport.file_label.text().startswith("Avatar: the avatar was made from other "
+    assert "Stale: the avatar was made from other footage" in window.panels["training"].summary.text()
+    window.docks["viewport"].raise_()
+    qtbot.waitUntil(lambda: window.panels["viewport"].file_label.text().startswith("Avatar: the avatar was made from other "
                                                                            "footage"), timeout=10_000)
     assert window.width() <= 1400                              # a long reason is cut in the view, never widens it
     qtbot.wait(500)                                            # the viewer's first frame decodes

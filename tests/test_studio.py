@@ -36,10 +36,53 @@ def shown(window, qtbot, frame: int) -> np.ndarray:
 
 def test_window_opens_with_docks_and_menus(window):
     assert window.windowTitle() == "Avatar Studio"
-    assert window.project_dock.isVisible() and window.timeline_dock.isVisible() and window.viewer.isVisible()
+    assert window.docks["project"].isVisible() and window.docks["timeline"].isVisible() and window.viewer.isVisible()
     menus = [a.text() for a in window.menuBar().actions()]
     assert menus == ["&File", "&Playback", "&Tracking", "&Audio", "A&vatar", "&View"]
-    assert window.project_panel.text("Project").startswith("No project")
+    assert window.panels["project"].text("Project").startswith("No project")
+
+
+def test_reset_layout_brings_every_registered_panel_back(window, qtbot, artifacts_dir):
+    from studio.docks import PANELS
+
+    window.docks["project"].setFloating(True)
+    window.docks["tracking"].hide()
+    window.removeDockWidget(window.docks["audio"])
+    reset = next(a for a in window.menuBar().actions()[-1].menu().actions() if a.text() == "Reset &Layout")
+    reset.trigger()
+    qtbot.wait(100)
+    for spec in PANELS:
+        dock = window.docks[spec.key]
+        assert not dock.isFloating() and window.dockWidgetArea(dock) == spec.area, spec.key
+        assert dock.toggleViewAction().isChecked(), spec.key
+        if spec.tab_with is not None:
+            assert dock in window.tabifiedDockWidgets(window.docks[spec.tab_with]), spec.key
+    window.grab().save(str(artifacts_dir / "studio_reset_layout.png"))
+
+
+def test_a_panel_is_one_class_and_one_line_in_the_registry(qtbot, qapp, tmp_path, monkeypatch):
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QLabel
+
+    import studio.main_window
+    from studio.docks import PANELS, PanelSpec
+
+    class FramePanel(QLabel):  # a panel made from the state alone, listening to it
+        def __init__(self, state):
+            super().__init__("frame 0")
+            state.frame_changed.connect(lambda i: self.setText(f"frame {i}"))
+
+    monkeypatch.setattr(studio.main_window, "PANELS",
+                        (*PANELS, PanelSpec("frame", "Frame", FramePanel, Qt.DockWidgetArea.RightDockWidgetArea,
+                                            tab_with="pose")))
+    w = studio.main_window.MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    view = w.menuBar().actions()[-1].menu()
+    assert "Frame" in [a.text() for a in view.actions()]
+    assert w.docks["frame"] in w.tabifiedDockWidgets(w.docks["pose"])
+    w.state.frame_changed.emit(7)
+    assert w.panels["frame"].text() == "frame 7"
+    w.close()
 
 
 def test_import_shows_frame_0_and_scrub_to_200(window, qtbot, media_dir, tmp_path, may_frames, artifacts_dir):
@@ -48,19 +91,19 @@ def test_import_shows_frame_0_and_scrub_to_200(window, qtbot, media_dir, tmp_pat
     assert window.state.frame_count == 331
     assert np.array_equal(shown(window, qtbot, 0), may_frames[0])
     assert window.windowTitle().startswith("proj")
-    assert window.project_panel.text("Footage") == "may_13s.mp4"
-    assert window.project_panel.text("Status") == "OK"
+    assert window.panels["project"].text("Footage") == "may_13s.mp4"
+    assert window.panels["project"].text("Status") == "OK"
 
     # Drag the playhead to 200.
-    window.timeline.cursor.setValue(200)
+    window.panels["timeline"].cursor.setValue(200)
     assert window.state.frame == 200
     assert np.array_equal(shown(window, qtbot, 200), may_frames[200])
-    assert window.timeline.frame_box.value() == 200
+    assert window.panels["timeline"].frame_box.value() == 200
 
     # Click on the waveform at frame 57.
-    vb = window.timeline.plot.getPlotItem().vb
-    pos = window.timeline.plot.mapFromScene(vb.mapViewToScene(QPointF(57, 0)))
-    qtbot.mouseClick(window.timeline.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    vb = window.panels["timeline"].plot.getPlotItem().vb
+    pos = window.panels["timeline"].plot.mapFromScene(vb.mapViewToScene(QPointF(57, 0)))
+    qtbot.mouseClick(window.panels["timeline"].plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     qtbot.waitUntil(lambda: window.state.frame in (56, 57, 58))
     f = window.state.frame
     assert np.array_equal(shown(window, qtbot, f), may_frames[f])
@@ -188,7 +231,7 @@ def test_reopen_restores_frame_and_reports_moved_footage(window, qtbot, media_di
     qtbot.waitUntil(lambda: window.job is None, timeout=10_000)
     assert window.state.footage is None
     assert "missing" in window.last_error
-    assert window.project_panel.relink_button.isVisible()
-    assert window.relink_footage(tmp_path / "moved.mp4")
+    assert window.panels["project"].relink_button.isVisible()
+    assert window.state.relink_footage(tmp_path / "moved.mp4")
     qtbot.waitUntil(lambda: window.job is None, timeout=10_000)
     assert window.state.footage is not None

@@ -20,7 +20,7 @@ def window(window, qtbot, tracked_project, copy_project):
     """The studio with a fresh copy of the tracked project open (training writes a checkpoint into it)."""
     assert window.open_project(copy_project(tracked_project("may_13s.mp4"), "may"))
     qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
-    window.audio_dock.raise_()
+    window.docks["audio"].raise_()
     return window
 
 
@@ -44,7 +44,7 @@ def test_panel_waits_for_tracking(qtbot):
 
 @pytest.mark.slow
 def test_train_from_the_panel_draws_curves_and_reports(window, qtbot, artifacts_dir):
-    panel = window.audio_panel
+    panel = window.panels["audio"]
     panel.set_encoder("ave+whisper")
     panel.steps_box.setValue(20)
     panel.eval_box.setValue(10)
@@ -75,7 +75,7 @@ def test_train_from_the_panel_draws_curves_and_reports(window, qtbot, artifacts_
 @pytest.mark.slow
 def test_cancel_training_stops_within_a_step(window, qtbot, tmp_path):
     """The job checks Cancel between training steps: it ends within one step (plus saving) of the click."""
-    panel = window.audio_panel
+    panel = window.panels["audio"]
     panel.set_encoder("ave+whisper")
     panel.steps_box.setValue(2000)
     steps: list[float] = []  # arrival time of each step's metrics
@@ -101,9 +101,9 @@ def test_cancel_training_stops_within_a_step(window, qtbot, tmp_path):
 def test_extract_speech_features_from_the_menu(window, qtbot):
     action = next(a for a in window.actions() if a.text() == "&Extract Audio Features")
     action.trigger()
-    assert window.audio_panel.encoder() == "speech"
+    assert window.panels["audio"].encoder() == "speech"
     qtbot.waitUntil(lambda: window.job is None, timeout=120_000)
     assert window.last_error is None
-    assert window.audio_panel.summary.text().startswith("Speech model features: 331 frames × 25. Held-out: mouth r ")
-    x, _ = window.audio_panel.curves["loss"].getData()
+    assert window.panels["audio"].summary.text().startswith("Speech model features: 331 frames × 25. Held-out: mouth r ")
+    x, _ = window.panels["audio"].curves["loss"].getData()
     assert x is None or len(x) == 0

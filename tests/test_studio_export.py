@@ -137,7 +137,7 @@ def test_export_runs_as_a_job_and_the_dub_shows_in_the_viewer(studio, qtbot, med
     # The Viewer shows the dub in place of the footage; the project and its tracking stay.
     assert state.preview == out and state.footage.reader.path == out and state.frame_count == 25
     assert state.project.footage.path.endswith("may_13s.mp4") and state.tracking is not None
-    assert state.frame == 0 and window.timeline.cursor.value() == 0
+    assert state.frame == 0 and window.panels["timeline"].cursor.value() == 0
     qtbot.waitUntil(lambda: window.viewer.shown_index == 0, timeout=10_000)
     with FrameReader(out) as reader:
         assert np.array_equal(window.viewer.shown_frame, reader.read(0))

@@ -33,7 +33,7 @@ def window(window, qtbot, tracked_project):
 
 
 def test_pose_curves_six_curves_one_point_per_frame(window):
-    panel = window.pose_curves
+    panel = window.panels["pose"]
     assert set(panel.curves) == set(POSE_CURVES)
     for name in POSE_CURVES:
         raw, stable = panel.curves[name]
@@ -44,13 +44,13 @@ def test_pose_curves_six_curves_one_point_per_frame(window):
     panel.set_blendshape_visible("jawOpen", False)
     panel.set_blendshape_visible("mouthSmileLeft", True)
     assert set(panel.blend_curves) == {"eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft"}
-    assert "Face on" in window.tracking_panel.summary.text()
+    assert "Face on" in window.panels["tracking"].summary.text()
 
 
 @pytest.mark.parametrize("plot_name", ["yaw", "tz"])
 def test_clicking_a_curve_seeks_the_timeline(window, qtbot, plot_name):
-    panel = window.pose_curves
-    window.pose_dock.raise_()
+    panel = window.panels["pose"]
+    window.docks["pose"].raise_()
     qtbot.wait(50)
     plot = panel.plots[plot_name]
     k = 123
@@ -58,14 +58,14 @@ def test_clicking_a_curve_seeks_the_timeline(window, qtbot, plot_name):
     pos = panel.graphics.mapFromScene(scene)
     qtbot.mouseClick(panel.graphics.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     qtbot.waitUntil(lambda: abs(window.state.frame - k) <= 1)
-    assert window.timeline.frame_box.value() == window.state.frame
+    assert window.panels["timeline"].frame_box.value() == window.state.frame
     assert all(c.value() == window.state.frame for c in panel.cursors)
 
 
 def test_overlay_screenshot(window, qtbot, artifacts_dir):
-    window.tracking_panel.landmarks_box.setChecked(True)
-    window.tracking_panel.mesh_box.setChecked(True)
-    assert window.viewer.show_landmarks and window.viewer.show_mesh
+    window.panels["tracking"].landmarks_box.setChecked(True)
+    window.panels["tracking"].mesh_box.setChecked(True)
+    assert window.state.overlays == {"landmarks": True, "mesh": True}
     window.state.set_frame(100)
     qtbot.waitUntil(lambda: window.viewer.shown_index == 100, timeout=10_000)
     qtbot.wait(100)
@@ -85,7 +85,7 @@ def test_following_another_face_that_is_not_there_is_a_clear_error(window, qtbot
     """The Follow choice reaches the tracker; on a one-person clip, 'face 2' fails cleanly, nothing lost."""
     before = (tracked_project / "project.json").read_bytes()
     tracking_before = window.state.tracking
-    panel = window.tracking_panel
+    panel = window.panels["tracking"]
     panel.face_box.setCurrentIndex(panel.face_box.findData(1))
     assert panel.face() == 1
     qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
@@ -102,7 +102,7 @@ def test_cancel_tracking_from_the_panel_leaves_the_project_as_it_was(window, qtb
     window.import_footage(media_dir / "katie_8s.mp4")
     qtbot.waitUntil(lambda: window.job is None and window.state.footage is not None, timeout=30_000)
     before = {p.name: p.read_bytes() for p in (tmp_path / "katie").iterdir()}
-    panel = window.tracking_panel
+    panel = window.panels["tracking"]
     assert panel.summary.text() == "Not tracked yet."
     qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.progress.value() > 0, timeout=30_000)  # landmarks are under way

@@ -30,8 +30,8 @@ def window(window, qtbot, voiced_project, copy_project):
     """The studio with a fresh copy of a tracked, voiced project open, the tiny preset chosen."""
     assert window.open_project(copy_project(voiced_project("may_13s.mp4"), "may"))
     qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
-    window.training_panel.set_preset("tiny")
-    window.training_dock.raise_()
+    window.panels["training"].set_preset("tiny")
+    window.docks["training"].raise_()
     return window
 
 
@@ -97,11 +97,11 @@ def test_eta_waits_for_data_and_leaves_pauses_out():
 
 @pytest.mark.slow
 def test_train_tiny_from_the_panel_then_the_avatar_speaks_in_the_viewport(window, qtbot, artifacts_dir):
-    panel, viewport = window.training_panel, window.viewport
+    panel, viewport = window.panels["training"], window.panels["viewport"]
     assert panel.train_button.isEnabled() and panel.train_button.text() == "Train"
     assert not viewport.has_avatar()
     trained: list[bool] = []
-    panel.trained.connect(lambda: trained.append(True))
+    window.state.avatar_changed.connect(lambda: trained.append(True))
     qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
     worker = window.job
     assert worker is not None and panel.running and not panel.train_button.isEnabled()
@@ -143,12 +143,12 @@ def test_train_tiny_from_the_panel_then_the_avatar_speaks_in_the_viewport(window
     assert not panel.pause_button.isEnabled() and not panel.cancel_button.isEnabled()
 
     # The main window shows the avatar in the Viewport and plays the footage: the avatar follows the playhead.
-    assert viewport.has_avatar() and viewport.mode() == AVATAR and window.viewport_dock.isVisible()
+    assert viewport.has_avatar() and viewport.mode() == AVATAR and window.docks["viewport"].isVisible()
     assert window.state.playing
-    window.training_dock.raise_()
+    window.docks["training"].raise_()
     qtbot.wait(100)
     window.grab().save(str(artifacts_dir / "studio_training.png"))
-    window.viewport_dock.raise_()
+    window.docks["viewport"].raise_()
     shown: set[int] = set()
     for _ in range(40):
         qtbot.wait(50)
@@ -177,7 +177,7 @@ def test_train_tiny_from_the_panel_then_the_avatar_speaks_in_the_viewport(window
 
 @pytest.mark.slow
 def test_cancel_frees_the_panel_within_a_second_and_resume_continues(window, qtbot):
-    panel = window.training_panel
+    panel = window.panels["training"]
     root = window.state.project.root
     first: list[dict] = []
     qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
@@ -227,14 +227,14 @@ def test_a_reopened_project_shows_its_trained_avatar(window, qtbot, trained_proj
     assert main(["eval", "--project", str(root)]) == 0
     assert window.open_project(root)
     qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
-    text = window.training_panel.summary.text()
+    text = window.panels["training"].summary.text()
     assert text.startswith("Trained avatar: tiny preset, 24 steps") and "Held-out: face PSNR" in text
-    assert text.endswith("Current.") and window.training_panel.train_button.text() == "Train"
-    window.training_dock.raise_()
+    assert text.endswith("Current.") and window.panels["training"].train_button.text() == "Train"
+    window.docks["training"].raise_()
     window.grab().save(str(artifacts_dir / "studio_training_reopened.png"))
 
     assert main(["audio", "--project", str(root), "--encoder", "mel"]) == 0
     assert window.open_project(root)
     qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
-    assert "Stale: the avatar was made from an earlier version of the audio features" in window.training_panel.summary.text()
+    assert "Stale: the avatar was made from an earlier version of the audio features" in window.panels["training"].summary.text()
     capsys.readouterr()

@@ -25,10 +25,10 @@ def test_open_ply_orbit_zoom_reset_and_screenshot(window, qtbot, tmp_path, artif
     ply = tmp_path / "scene.ply"
     write_ply(ply, Splats.random(3000, seed=3, sh_degree=1))
     assert window.open_path(ply)
-    qtbot.waitUntil(lambda: window.job is None and window.viewport.view.splats is not None, timeout=20_000)
-    view = window.viewport.view
-    assert window.viewport_dock.isVisible() and view.isVisible()
-    assert "scene.ply: 3,000 splats" in window.viewport.file_label.text()
+    qtbot.waitUntil(lambda: window.job is None and window.panels["viewport"].view.splats is not None, timeout=20_000)
+    view = window.panels["viewport"].view
+    assert window.docks["viewport"].isVisible() and view.isVisible()
+    assert "scene.ply: 3,000 splats" in window.panels["viewport"].file_label.text()
 
     first = frame(view)
     background = np.array([round(c * 255) for c in (0.09, 0.09, 0.11)])
@@ -50,7 +50,7 @@ def test_open_ply_orbit_zoom_reset_and_screenshot(window, qtbot, tmp_path, artif
     for _ in range(12):
         view.update()
         qtbot.wait(60)
-    assert view.fps() > 0 and "fps" in window.viewport.fps_label.text()
+    assert view.fps() > 0 and "fps" in window.panels["viewport"].fps_label.text()
 
     # Zoom in with the wheel, then Reset View returns to the source camera and its picture.
     distance = view.orbit.distance
@@ -69,4 +69,4 @@ def test_open_bad_ply_names_the_file(window, qtbot, tmp_path):
     assert window.open_path(bad)
     qtbot.waitUntil(lambda: window.job is None, timeout=10_000)
     assert "broken.ply" in window.last_error
-    assert window.viewport.view.splats is None
+    assert window.panels["viewport"].view.splats is None

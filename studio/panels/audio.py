@@ -1,5 +1,5 @@
 """Audio panel: train the audio-visual encoder on this footage (or extract Whisper features), with live
-loss and held-out score curves, Cancel, and the final report. The panel asks; the main window runs the job."""
+loss and held-out score curves, Cancel, and the final report; the job runs on the state's job runner."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from core.audio.features import TRAINED, AudioConfig, AudioFeatures
+from core.audio.features import TRAINED, AudioConfig, AudioFeatures, AudioFeaturesJob
 from core.audio.train_ave import AveTrainConfig
 from studio.panels.stage_status import StageStatusLabel
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
+from studio.workers import JobWorker
 
 ENCODERS = {"speech": "Speech model, learnt from many voices",
             "mel": "Log-mel, normalised on speech (any voice)",
@@ -44,8 +45,7 @@ def report_text(features: AudioFeatures, seconds: float) -> str:
 
 
 class AudioPanel(QWidget):
-    run_requested = Signal(object)  # AudioConfig
-    cancel_requested = Signal()
+    show_requested = Signal()  # bring this panel's dock to the front
 
     def __init__(self, state: StudioState):
         super().__init__()
@@ -64,10 +64,10 @@ class AudioPanel(QWidget):
         self.eval_box.setValue(defaults.eval_every)
         self.eval_box.setToolTip("Score the encoder on the held-out frames every this many steps")
         self.run_button = QPushButton()
-        self.run_button.clicked.connect(lambda: self.run_requested.emit(self.config()))
+        self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop; the checkpoint is kept and training again resumes from it")
-        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.cancel_button.clicked.connect(state.jobs.cancel)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.message = QLabel()
@@ -121,6 +121,24 @@ class AudioPanel(QWidget):
         train = replace(AveTrainConfig(), steps=self.steps_box.value(), eval_every=self.eval_box.value())
         return AudioConfig(encoder=self.encoder(), train=train)
 
+    def run(self, config: AudioConfig | None = None) -> JobWorker | None:
+        """Train the audio encoder on the footage (or extract features), curves live here; ``config`` defaults to
+        the controls'."""
+        if self.state.tracking is None:
+            self.state.notice.emit("Track the face first: audio features are made for the tracked frames.")
+            return None
+        config = config or self.config()
+        name = "Train audio encoder" if config.encoder in TRAINED else "Extract audio features"
+        worker = self.state.jobs.run(AudioFeaturesJob(self.state.project, config, name),
+                                     on_finished=self.on_finished, on_errored=lambda _e: self.on_failed(f"{name} failed."),
+                                     on_cancelled=self.on_cancelled, on_progress=self.on_progress,
+                                     on_metrics=self.on_metrics)
+        if worker is not None:
+            self.clear()
+            self.set_running(True)
+            self.show_requested.emit()
+        return worker
+
     def set_running(self, running: bool) -> None:
         self.running = running
         self._refresh()
@@ -143,7 +161,6 @@ class AudioPanel(QWidget):
         self.set_running(False)
         self.message.setText("Done.")
         self.summary.setText(report_text(features, time.monotonic() - self.started))
-        self.stage_status.refresh()
 
     def on_cancelled(self) -> None:
         self.set_running(False)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from core.project import FootageStatus
 from studio.state import StudioState
 
+VIDEO_FILTER = "Video (*.mp4 *.mov *.mkv *.avi *.m4v *.webm);;All files (*)"
+
 
 class ProjectPanel(QWidget):
-    relink_requested = Signal()
-
     def __init__(self, state: StudioState):
         super().__init__()
         self.state = state
@@ -26,7 +26,7 @@ class ProjectPanel(QWidget):
             self._labels[key] = label
             form.addRow(f"{key}:", label)
         self.relink_button = QPushButton("Relink footage…")
-        self.relink_button.clicked.connect(self.relink_requested)
+        self.relink_button.clicked.connect(self._relink_dialog)
         self.relink_button.hide()
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -38,6 +38,13 @@ class ProjectPanel(QWidget):
 
     def text(self, key: str) -> str:
         return self._labels[key].text()
+
+    def _relink_dialog(self) -> None:
+        """Ask where the footage went, starting where it was."""
+        pr = self.state.project
+        path, _ = QFileDialog.getOpenFileName(self, "Relink footage", str(Path(pr.footage.path).parent), VIDEO_FILTER)
+        if path:
+            self.state.relink_footage(path)
 
     def refresh(self) -> None:
         pr = self.state.project

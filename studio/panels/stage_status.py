@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel
 
-from core.pipeline import status
 from studio.state import StudioState
 
 TEXT = {"current": "Result: current.", "missing": "Result: not made yet."}
@@ -18,14 +17,12 @@ class StageStatusLabel(QLabel):
         self.state, self.stage, self.only_stale = state, stage, only_stale
         self.setWordWrap(True)
         self.setObjectName("stageStatus")
-        for signal in (state.project_changed, state.footage_changed, state.tracking_changed):
-            signal.connect(self.refresh)
+        state.stages_changed.connect(self.refresh)
         self.refresh()
 
     def refresh(self) -> None:
-        """Read the stage's status again (after the project, its footage or a stage's result changed)."""
-        project = self.state.project
-        s = status(project)[self.stage] if project is not None else None
+        """Show the stage's status as the state holds it now."""
+        s = self.state.stage(self.stage)
         self.setVisible(s is not None and not (self.only_stale and s.state != "stale"))
         if s is None:
             self.clear()

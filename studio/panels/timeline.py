@@ -8,7 +8,6 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSpinBox, QStyle, QToolButton, QVBoxLayout, QWidget
 
-from studio.playback import Playback
 from studio.state import StudioState
 from studio.timecode import timecode
 
@@ -37,9 +36,10 @@ class TimecodeAxis(pg.AxisItem):
 
 
 class TimelinePanel(QWidget):
-    def __init__(self, state: StudioState, playback: Playback):
+    def __init__(self, state: StudioState):
         super().__init__()
-        self.state, self.playback = state, playback
+        self.state, self.playback = state, state.playback
+        playback = state.playback
 
         icon = self.style().standardIcon
         px = QStyle.StandardPixmap

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                                QVBoxLayout, QWidget)
 
 from core.tracking.landmarks import LandmarkConfig
 from studio.panels.stage_status import StageStatusLabel
-from studio.state import StudioState
+from studio.state import StudioState, TrackForViewJob
+from studio.workers import JobWorker
 
 
 class TrackingPanel(QWidget):
-    run_requested = Signal()
-    cancel_requested = Signal()
-    overlays_changed = Signal(bool, bool)  # landmarks, mesh
-
     def __init__(self, state: StudioState):
         super().__init__()
         self.state = state
         self.run_button = QPushButton("Track Face")
         self.run_button.setToolTip("Landmarks, blendshapes, head pose and the Head-Sync Stabilizer")
-        self.run_button.clicked.connect(self.run_requested)
+        self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.cancel_button.clicked.connect(state.jobs.cancel)
         self.face_box = QComboBox()
         self.face_box.setToolTip("Whom to follow when several faces are in view")
         self.face_box.addItem("Automatic (largest, most central)", None)
@@ -38,9 +34,9 @@ class TrackingPanel(QWidget):
         self.summary.setWordWrap(True)
         self.landmarks_box = QCheckBox("Landmark overlay")
         self.mesh_box = QCheckBox("Mesh overlay (stabilized pose)")
-        for box in (self.landmarks_box, self.mesh_box):
-            box.toggled.connect(lambda _on: self.overlays_changed.emit(self.landmarks_box.isChecked(),
-                                                                       self.mesh_box.isChecked()))
+        self.landmarks_box.toggled.connect(lambda on: state.set_overlays(landmarks=on))
+        self.mesh_box.toggled.connect(lambda on: state.set_overlays(mesh=on))
+        state.overlays_changed.connect(self._show_overlays)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -61,6 +57,20 @@ class TrackingPanel(QWidget):
         state.tracking_changed.connect(self._refresh)
         self._refresh()
 
+    def run(self) -> JobWorker | None:
+        """Track the face through the footage (landmarks, pose, stabilizer) and show the result."""
+        if self.state.footage is None:
+            self.state.notice.emit("Import footage before tracking.")
+            return None
+        self.set_running(True)
+        worker = self.state.jobs.run(TrackForViewJob(self.state.project, self.face()),
+                                     on_finished=self.state.set_tracking, on_progress=self.set_progress,
+                                     on_errored=lambda _e: self.set_running(False),
+                                     on_cancelled=lambda: self.set_running(False))
+        if worker is None:
+            self.set_running(False)
+        return worker
+
     def face(self) -> int | None:
         """The face to follow: None = automatic, N = N-th from the left (0-based)."""
         return self.face_box.currentData()
@@ -75,6 +85,10 @@ class TrackingPanel(QWidget):
     def set_progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(fraction * 1000))
         self.message.setText(message)
+
+    def _show_overlays(self) -> None:
+        self.landmarks_box.setChecked(self.state.overlays["landmarks"])
+        self.mesh_box.setChecked(self.state.overlays["mesh"])
 
     def _refresh(self) -> None:
         self.set_running(False)

@@ -21,8 +21,7 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
 from core.avatar.evaluate import EVAL_FILE
 from core.avatar.config import PRESETS, TrainConfig, preset
 from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE
-from core.avatar.train import TrainResult
-from core.pipeline import status as stage_status
+from core.avatar.train import TrainAvatarJob, TrainResult
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 from studio.workers import JobWorker
@@ -105,9 +104,7 @@ class PreviewLabel(QLabel):
 
 
 class TrainingPanel(QWidget):
-    run_requested = Signal(object)  # TrainConfig
-    cancel_requested = Signal()
-    trained = Signal()              # a run finished: the project's avatar is there
+    show_requested = Signal()  # bring this panel's dock to the front
 
     def __init__(self, state: StudioState):
         super().__init__()
@@ -123,7 +120,7 @@ class TrainingPanel(QWidget):
                                             Qt.ItemDataRole.ToolTipRole)
         self.set_preset(DEFAULT_PRESET)
         self.train_button = QPushButton("Train")
-        self.train_button.clicked.connect(lambda: self.run_requested.emit(self.config()))
+        self.train_button.clicked.connect(lambda: self.run())
         self.pause_button = QPushButton("Pause")
         self.pause_button.setToolTip("Hold training between steps; nothing is lost")
         self.pause_button.clicked.connect(self.toggle_pause)
@@ -173,6 +170,7 @@ class TrainingPanel(QWidget):
         self.started = time.monotonic()
         state.project_changed.connect(self.clear)
         state.tracking_changed.connect(self.refresh)
+        state.stages_changed.connect(self.refresh)
         self.clear()
 
     def config(self) -> TrainConfig:
@@ -186,12 +184,32 @@ class TrainingPanel(QWidget):
         return self.worker is not None and self.worker.job.pause.is_set()
 
     # --- a run -----------------------------------------------------------------------------------------
+    def run(self, config: TrainConfig | None = None) -> JobWorker | None:
+        """Train the project's avatar (``config`` defaults to the chosen preset); curves and preview live here.
+        Asked while a cancelled run still writes its checkpoint, it starts once that is written, so it resumes
+        from it."""
+        pr, jobs = self.state.project, self.state.jobs
+        if pr is None or self.state.tracking is None or "audio" not in pr.stages:
+            self.state.notice.emit("Track the face and make its audio features first: the avatar learns from both.")
+            return None
+        if jobs.worker is not None and jobs.worker.token.cancelled and isinstance(jobs.worker.job, TrainAvatarJob):
+            self.set_waiting()
+            jobs.worker.done.connect(lambda: self.waiting and self.window().isVisible() and self.run(config),
+                                     Qt.ConnectionType.QueuedConnection)
+            return None
+        worker = jobs.run(TrainAvatarJob(pr, config or self.config()), on_finished=self.on_finished,
+                          on_errored=lambda _e: self.on_failed("Training failed."), on_cancelled=self.on_cancelled,
+                          on_progress=self.on_progress, on_metrics=self.on_metrics, on_image=self.on_image)
+        if worker is None:
+            if self.waiting:
+                self.on_failed("Training did not start.")
+            return None
+        self.attach(worker)
+        self.show_requested.emit()
+        return worker
+
     def attach(self, worker: JobWorker) -> None:
-        """Show the run of ``worker`` (a TrainAvatarJob's, started by the main window)."""
-        queued = Qt.ConnectionType.QueuedConnection
-        worker.progress.connect(self.on_progress, queued)
-        worker.image.connect(self.on_image, queued)
-        worker.cancelled.connect(self.on_cancelled, queued)
+        """Show the run of ``worker`` (a TrainAvatarJob's)."""
         self.worker, self.running, self.waiting = worker, True, False
         self.clear()
         self.started = time.monotonic()
@@ -209,13 +227,9 @@ class TrainingPanel(QWidget):
         """Pause or continue the run: the job holds between steps while its pause event is set."""
         if self.worker is None or not self.running:
             return
-        pause, now = self.worker.job.pause, time.monotonic()
-        if pause.is_set():
-            pause.clear()
-            self.eta.resume(now)
-        else:
-            pause.set()
-            self.eta.pause(now)
+        now = time.monotonic()
+        self.eta.resume(now) if self.paused else self.eta.pause(now)
+        self.state.jobs.set_paused(not self.paused)
         self._show_status()
         self.refresh()
 
@@ -223,7 +237,7 @@ class TrainingPanel(QWidget):
         """Stop the run: the panel is idle at once, the job ends after its current step and keeps a checkpoint."""
         if not self.running:
             return
-        self.cancel_requested.emit()
+        self.state.jobs.cancel()
         self.running = False
         self._show_status("cancelling…")
         self.refresh()
@@ -255,7 +269,7 @@ class TrainingPanel(QWidget):
         self.summary.setText(f"Avatar: {result.steps:,} steps, {result.gaussians:,} Gaussians{last}. "
                              f"Took {time.monotonic() - self.started:.0f} s.")
         self.refresh()
-        self.trained.emit()
+        self.state.avatar_made()
 
     def on_cancelled(self) -> None:
         """The cancelled run has ended and written its checkpoint."""
@@ -302,7 +316,7 @@ class TrainingPanel(QWidget):
                          f"LMD {e['lmd_centred']:.2f} px.")
             except (OSError, ValueError, KeyError, TypeError):
                 text += " Its evaluation report cannot be read: evaluate again."
-        current = stage_status(pr)["avatar"]
+        current = self.state.stage("avatar")
         text += " Current." if current.current else f" Stale: {current.reason}."
         self.summary.setText(text)
 

@@ -21,22 +21,13 @@ class ViewerPanel(QWidget):
         self.shown_index: int | None = None       # the frame on screen now
         self.shown_frame: np.ndarray | None = None  # uint8 [H,W,3], kept alive for the QImage
         self._image: QImage | None = None
-        self.show_landmarks = False
-        self.show_mesh = False
         self._edges: np.ndarray | None = None  # int32 [E,2] unique template edges, built on first use
         self.setMinimumSize(320, 240)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         state.footage_changed.connect(self._clear)
         state.tracking_changed.connect(self.update)
-
-    def set_overlays(self, landmarks: bool | None = None, mesh: bool | None = None) -> None:
-        """Toggle the tracked landmarks (points) and the template mesh drawn with the stabilized pose."""
-        if landmarks is not None:
-            self.show_landmarks = landmarks
-        if mesh is not None:
-            self.show_mesh = mesh
-        self.update()
+        state.overlays_changed.connect(self.update)  # the tracked landmarks, the mesh in the stabilized pose
 
     def show_frame(self, index: int, rgb: np.ndarray) -> None:
         """Display decoded frame ``index`` (uint8 [H,W,3]); stale answers for older requests are dropped."""
@@ -93,10 +84,10 @@ class ViewerPanel(QWidget):
         tr, i = self.state.tracking, self.shown_index
         if self.state.preview is not None:
             return  # the tracking is the footage's, not the dub's
-        if tr is None or i is None or i >= len(tr["valid"]) or not (self.show_mesh or self.show_landmarks):
+        if tr is None or i is None or i >= len(tr["valid"]) or not any(self.state.overlays.values()):
             return
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        if self.show_mesh:
+        if self.state.overlays["mesh"]:
             if self._edges is None:
                 e = np.sort(canonical_mesh().triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
                 self._edges = np.unique(e, axis=0)
@@ -105,7 +96,7 @@ class ViewerPanel(QWidget):
             w = self._to_widget(uv)
             p.setPen(QPen(QColor(90, 200, 255, 120), 1))
             p.drawLines([QLineF(*w[a], *w[b]) for a, b in self._edges])
-        if self.show_landmarks:
+        if self.state.overlays["landmarks"]:
             w = self._to_widget(tr["landmarks"][i])
             color = QColor(120, 255, 120) if tr["detected"][i] else QColor(255, 150, 60)  # orange: interpolated
             p.setPen(QPen(color, 2.5))

@@ -105,6 +105,7 @@ class ViewportPanel(QWidget):
         self.avatar_frames.failed.connect(self._avatar_failed, Qt.ConnectionType.QueuedConnection)
         self.mode_box.currentIndexChanged.connect(self._mode_changed)
         state.project_changed.connect(self.load_avatar)
+        state.avatar_changed.connect(lambda: self.load_avatar(show=True))
         state.frame_changed.connect(self._frame_changed)
         self.load_avatar()
 
