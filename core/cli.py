@@ -1,4 +1,5 @@
-"""avatar-studio-cli: one subcommand per job, a progress bar, clear errors and exit codes.
+"""avatar-studio-cli: one subcommand per job, a progress bar, clear errors and exit codes. Each job's options are
+made from its config dataclass (core.options): defaults, choices and help are the code's own.
 
 Exit codes: 0 done, 1 failed (the message says why), 2 bad usage, 130 cancelled (Ctrl-C).
 """
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, Progress as Bar, TaskProgressColumn, TextCo
 from core import __version__
 from core.errors import AvatarStudioError
 from core.jobs import CancelToken, Cancelled, Job, Progress
+from core.options import add_options, from_args
 from core.pipeline import status as stage_status
 from core.project import Project, is_project
 
@@ -48,17 +50,15 @@ def run_with_bar(job: Job[Any]) -> Any:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from core.ingest import IngestJob
-
-    from core.ingest import IngestConfig, is_silent
+    from core.ingest import IngestConfig, IngestJob, is_silent
 
     root = Path(args.project)
-    config = IngestConfig(sound=Path(args.audio) if args.audio else None, offset=args.offset)
+    config = from_args(IngestConfig, args)
     project = Project.open(root) if is_project(root) else Project.create(root)
     ref = run_with_bar(IngestJob(project, Path(args.footage), config))
     say(f"Imported {Path(ref.path).name} into project {project.root}")
-    if args.audio:
-        say(f"  its sound from {args.audio}" + (f", {args.offset:+.3f} s removed" if args.offset else "")
+    if config.sound:
+        say(f"  its sound from {config.sound}" + (f", {config.offset:+.3f} s removed" if config.offset else "")
             + "; the audio stage finds any offset left and removes it")
     elif is_silent(project):
         say("  the footage has no sound: the avatar's lips learn from the tracked face alone, and it speaks any "
@@ -108,19 +108,14 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_audio(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from core.audio.features import AudioConfig, AudioFeaturesJob
+    from core.audio.train_ave import AveTrainConfig
 
-    config = AudioConfig(encoder=args.encoder,
-                         synctalk_checkpoint=Path(args.synctalk_checkpoint) if args.synctalk_checkpoint else None,
-                         speech_model=Path(args.speech_model) if args.speech_model else None)
-    if args.encoder == "synctalk" and config.synctalk_checkpoint is None:
+    config = from_args(AudioConfig, args, AudioConfig(train=from_args(AveTrainConfig, args, AveTrainConfig())))
+    if config.encoder == "synctalk" and config.synctalk_checkpoint is None:
         err.print("error: --encoder synctalk needs --synctalk-checkpoint PATH (SyncTalk's audio_visual_encoder.pth)",
                   markup=False)
         return 2
-    if args.steps is not None:
-        config = replace(config, train=replace(config.train, steps=args.steps))
     project = Project.open(args.project)
     result = run_with_bar(AudioFeaturesJob(project, config))
     t, d = result.features.shape
@@ -179,8 +174,7 @@ def cmd_dub(args: argparse.Namespace) -> int:
     from core.dub import DubConfig, DubJob
 
     try:
-        config = DubConfig(start=args.start, end=args.end, source_start=args.source_start, size=args.size,
-                           crf=args.crf, watermark=not args.no_watermark)
+        config = from_args(DubConfig, args)
     except ValueError as e:
         err.print(f"error: {e}", markup=False)
         return 2
@@ -229,7 +223,12 @@ def cmd_lipsync(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.audio.features import ENCODERS
+    from core.audio.features import AudioConfig
+    from core.audio.train_ave import AveTrainConfig
+    from core.avatar.config import DEFAULT_PRESET, PRESETS, describe
+    from core.dub import DubConfig
+    from core.ingest import IngestConfig
+    from core.speech.lipsync import FRAME_RATES
 
     p = argparse.ArgumentParser(prog="avatar-studio-cli", description="Avatar Studio batch commands.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -238,10 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ingest", help="import footage into a project (created if needed)")
     s.add_argument("footage", help="talking-head video (with the speaker's voice, or silent)")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
-    s.add_argument("--audio", metavar="SOUND", help="the footage's sound, recorded apart (any audio file)")
-    s.add_argument("--offset", type=float, default=0.0, metavar="SECONDS",
-                   help="seconds the sound comes late against the picture, removed at import (default 0: the "
-                        "audio stage finds the offset itself)")
+    add_options(s, IngestConfig)
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("info", help="describe a project and check its footage")
@@ -258,23 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "speech-normalised log-mel, the audio-visual encoder trained on the footage, "
                                      "Whisper or SyncTalk's encoder")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
-    s.add_argument("--encoder", choices=ENCODERS, default="speech",
-                   help="speech: the speech-to-face model learnt from many voices (default); "
-                        "mel: log-mel normalised on each clip's speech, any voice alike; "
-                        "ave: the audio-visual encoder trained on this footage; whisper: tiny.en's encoder; "
-                        "ave+whisper: both side by side; "
-                        "synctalk: SyncTalk's released encoder from --synctalk-checkpoint")
-    s.add_argument("--synctalk-checkpoint", metavar="PATH", help="SyncTalk's audio_visual_encoder.pth")
-    s.add_argument("--speech-model", metavar="FILE", help="for speech: a model from 'speech-model train' "
-                                                          "(default: the shipped one)")
-    s.add_argument("--steps", type=int, default=None, metavar="N", help="AVE training steps (default 400)")
+    add_options(s, AudioConfig)
+    add_options(s, AveTrainConfig)
     s.set_defaults(func=cmd_audio)
 
     s = sub.add_parser("train", help="train the avatar (two stages; resumes from the project's checkpoint)")
     s.add_argument("--project", required=True, metavar="DIR", help="project folder")
-    s.add_argument("--preset", choices=("cpu-draft", "gpu-quality", "tiny"), default="cpu-draft",
-                   help="cpu-draft: 256² crops, up to 20k Gaussians, on the CPU (default); "
-                        "gpu-quality: 512², gsplat on CUDA; tiny: seconds, for tests")
+    s.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                   help="; ".join(f"{name}: {describe(name)}" for name in PRESETS) + f" (default: {DEFAULT_PRESET})")
     s.add_argument("--steps", type=int, nargs=2, default=None, metavar=("STAGE1", "STAGE2"),
                    help="steps of each stage instead of the preset's")
     s.set_defaults(func=cmd_train)
@@ -292,15 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project", required=True, metavar="DIR", help="project folder (with a trained avatar)")
     s.add_argument("--audio", required=True, metavar="SPEECH", help="the speech: any audio file, or a video's audio")
     s.add_argument("--out", required=True, metavar="OUT.mp4", help="the video to write (its folder must exist)")
-    s.add_argument("--start", type=float, default=0.0, metavar="S", help="start this many seconds into the speech")
-    s.add_argument("--end", type=float, default=None, metavar="S", help="end this many seconds into the speech")
-    s.add_argument("--source-start", type=int, default=0, metavar="FRAME",
-                   help="the footage frame the dub begins on (default 0)")
-    s.add_argument("--size", choices=("source", "512", "1080p"), default="source",
-                   help="output height: the footage's (default), 512 px or 1080 px; the width keeps the aspect")
-    s.add_argument("--crf", type=int, default=18, metavar="Q", help="H.264 quality, 0-51, lower is better (18)")
-    s.add_argument("--no-watermark", action="store_true",
-                   help="no visible AI-generated mark (the file's metadata still says it is synthetic)")
+    add_options(s, DubConfig)
     s.set_defaults(func=cmd_dub)
 
     s = sub.add_parser("speech-model", help="the speech-to-face model shared by every avatar")
@@ -316,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lipsync", help="speech -> ARKit blendshape animation (Live Link Face CSV), no footage needed")
     s.add_argument("speech", help="the speech: any audio file, or a video's audio")
     s.add_argument("--csv", required=True, metavar="OUT.csv", help="the CSV to write")
-    s.add_argument("--fps", type=int, choices=(24, 25, 30, 50, 60), default=30, help="frames per second (30)")
+    s.add_argument("--fps", type=int, choices=FRAME_RATES, default=30, help="frames per second (default: 30)")
     s.add_argument("--model", metavar="FILE", help="a speech model from 'speech-model train' (default: the shipped one)")
     s.set_defaults(func=cmd_lipsync)
     return p

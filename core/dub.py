@@ -33,6 +33,7 @@ from core.errors import AvatarStudioError, MediaError
 from core.expression.edits import load_edits
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, FrameReader, MediaInfo, VideoWriter, load_audio, probe
+from core.options import option
 from core.pipeline import require_current
 from core.project import Project
 
@@ -44,13 +45,14 @@ DUB_PORTRAIT = PortraitConfig(blur=0.5)
 
 @dataclass(frozen=True)
 class DubConfig:
-    start: float = 0.0           # s into the speech where the dub begins
-    end: float | None = None     # s into the speech where it ends; None: at its end
-    source_start: int = 0        # the footage frame the dub's first frame shows
-    size: str = "source"         # a key of SIZES: the output's height (its width keeps the footage's aspect)
-    crf: int = 18                # H.264 quality, 0 (lossless) .. 51; 18 looks like the source
+    start: float = option(0.0, "start this many seconds into the speech", metavar="S")
+    end: float | None = option(None, "end this many seconds into the speech (default: its end)", metavar="S")
+    source_start: int = option(0, "the footage frame the dub begins on", metavar="FRAME")
+    size: str = option("source", "output height: the footage's, 512 px or 1080 px; the width keeps the aspect",
+                       choices=tuple(SIZES))
+    crf: int = option(18, "H.264 quality, 0-51, lower is better", metavar="Q")
     preset: str = "medium"       # x264's speed against file size
-    watermark: bool = True       # the visible "AI-generated" mark; the provenance metadata is always written
+    watermark: bool = option(True, "no visible AI-generated mark (the file's metadata still says it is synthetic)")
     portrait: PortraitConfig = DUB_PORTRAIT
 
     def __post_init__(self) -> None:

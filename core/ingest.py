@@ -11,6 +11,7 @@ from core import config as cfgs
 from core.errors import MediaError
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.media import AUDIO_RATE, advance, load_audio, probe, write_wav
+from core.options import option
 from core.project import FootageRef, Project, file_sha256
 
 AUDIO_FILE = "audio_16k.wav"
@@ -20,8 +21,10 @@ AUDIO_FILE = "audio_16k.wav"
 class IngestConfig:
     sample_rate: int = AUDIO_RATE  # speech is analysed at 16 kHz mono downstream
     audio_stream: int = 0
-    sound: Path | None = None      # the footage's sound recorded apart (any audio file); None: its own track
-    offset: float = 0.0            # seconds the sound comes late against the picture, removed at import
+    sound: Path | None = option(None, "the footage's sound, recorded apart (any audio file); default: its own "
+                                      "track", flag="--audio", metavar="SOUND")
+    offset: float = option(0.0, "seconds the sound comes late against the picture, removed at import (0: the audio "
+                                "stage finds the offset itself)", metavar="SECONDS")
 
 
 def is_silent(project: Project) -> bool:

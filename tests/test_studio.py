@@ -42,6 +42,16 @@ def test_window_opens_with_docks_and_menus(window):
     assert window.panels["project"].text("Project").startswith("No project")
 
 
+def test_the_studio_boxes_read_the_same_tables_as_the_cli(window):
+    from core.audio.features import ENCODERS, NEEDS_FILE
+    from core.avatar.config import PRESETS
+
+    encoders = window.panels["audio"].encoder_box
+    assert [encoders.itemData(i) for i in range(encoders.count())] == [k for k in ENCODERS if k not in NEEDS_FILE]
+    presets = window.panels["training"].preset_box
+    assert [presets.itemData(i) for i in range(presets.count())] == list(PRESETS)
+
+
 def test_reset_layout_brings_every_registered_panel_back(window, qtbot, artifacts_dir):
     from studio.docks import PANELS
 

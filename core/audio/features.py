@@ -34,6 +34,7 @@ from core.errors import AvatarStudioError, ProjectError
 from core.fsutil import atomic_path, load_npz, save_npz
 from core.ingest import AUDIO_FILE, is_silent
 from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.options import option
 from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.pipeline import require_current
 from core.project import Project
@@ -49,7 +50,15 @@ STAGE = "audio"
 FEATURES_FILE = "audio_features.npz"
 ENCODER_FILE = "ave.pt"
 TRAIN_FILE = "ave_train.pt"
-ENCODERS = ("speech", "mel", "ave+whisper", "ave", "whisper", "synctalk")
+ENCODERS: dict[str, str] = {  # what each encoder is, for the CLI's help and the studio's encoder box
+    "speech": "speech model, learnt from many voices",
+    "mel": "log-mel, normalised on speech (any voice)",
+    "ave+whisper": "AVE trained on this footage + Whisper",
+    "ave": "AVE trained on this footage",
+    "whisper": "Whisper tiny.en (pretrained)",
+    "synctalk": "SyncTalk's released AVE, from its checkpoint file",
+}
+NEEDS_FILE = ("synctalk",)                # the encoders that read a file the user gives
 TRAINED = ("ave+whisper", "ave")          # the encoders that train the AVE on the footage first
 # Our encoder's mel: windows start at the frame. Mouths lead their sound (the mouth opening correlates best with
 # the audio energy a few frames later), so the window looks ahead, not around.
@@ -58,11 +67,13 @@ AVE_MEL = MelConfig(window_start=0)
 
 @dataclass(frozen=True)
 class AudioConfig:
-    encoder: str = "speech"              # one of ENCODERS
+    encoder: str = option("speech", "what the avatar hears", choices=ENCODERS)
     mel: MelConfig = AVE_MEL             # for the AVE; "synctalk" always uses SYNCTALK_MEL
     train: AveTrainConfig = AveTrainConfig()
-    synctalk_checkpoint: Path | None = None  # for "synctalk": audio_visual_encoder.pth
-    speech_model: Path | None = None         # for "speech": a model from 'speech-model train' (default: shipped)
+    synctalk_checkpoint: Path | None = option(None, "for synctalk: SyncTalk's audio_visual_encoder.pth",
+                                              metavar="PATH")
+    speech_model: Path | None = option(None, "for speech: a model from 'speech-model train' (default: the "
+                                             "shipped one)", metavar="FILE")
 
 
 @dataclass

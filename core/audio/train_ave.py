@@ -30,6 +30,7 @@ from core.audio.mouth import mouth_opening
 from core.config import config_hash, to_dict
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
+from core.options import option
 from core.metrics import pearson
 from core.split import feature_blocks, training_frames
 
@@ -40,7 +41,7 @@ MAX_OFFSET = 15                                        # sync search range, fram
 
 @dataclass(frozen=True)
 class AveTrainConfig:
-    steps: int = 400
+    steps: int = option(400, "AVE training steps (the ave encoders)", metavar="N")
     batch: int = 32
     width: int = 8             # channel width of both encoders (SyncTalk's audio encoder: 32)
     lr: float = 1e-3

@@ -66,6 +66,16 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+DEFAULT_PRESET = "cpu-draft"
+
+
+def describe(name: str) -> str:
+    """What a preset costs, for the CLI's help and the studio's preset box."""
+    c = PRESETS[name]
+    return (f"{c.crop_size}² crops, up to {c.max_gaussians:,} Gaussians, {c.steps:,} steps, "
+            f"{'gsplat on CUDA' if c.backend == 'cuda' else 'on the CPU'}")
+
+
 def preset(name: str) -> TrainConfig:
     if name not in PRESETS:
         raise AvatarStudioError(f"unknown training preset {name!r} (choose one of {', '.join(PRESETS)})")

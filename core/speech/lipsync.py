@@ -18,6 +18,9 @@ from core.speech.targets import SHAPE_INDEX, SPEECH_SHAPES
 from core.tracking.landmarks import BLENDSHAPE_NAMES
 
 
+FRAME_RATES = (24, 25, 30, 50, 60)  # what animation tools take a blendshape CSV at
+
+
 def speech_model(path: Path | None = None) -> SavedModel:
     """A speech model trained with ``speech-model train`` at ``path``, or the shipped one."""
     return shipped_model() if path is None else load_model(path)

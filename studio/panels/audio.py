@@ -12,17 +12,13 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from core.audio.features import TRAINED, AudioConfig, AudioFeatures, AudioFeaturesJob
+from core.audio.features import ENCODERS, NEEDS_FILE, TRAINED, AudioConfig, AudioFeatures, AudioFeaturesJob
 from core.audio.train_ave import AveTrainConfig
 from studio.panels.stage_status import StageStatusLabel
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 from studio.workers import JobWorker
 
-ENCODERS = {"speech": "Speech model, learnt from many voices",
-            "mel": "Log-mel, normalised on speech (any voice)",
-            "ave+whisper": "AVE trained on this footage + Whisper", "ave": "AVE trained on this footage",
-            "whisper": "Whisper tiny.en (pretrained)"}  # AudioConfig.encoder
 ENCODER_NAMES = {"speech": "Speech model", "mel": "Log-mel", "ave": "AVE", "synctalk": "SyncTalk AVE", "whisper-tiny.en": "Whisper tiny.en",
                  "ave+whisper-tiny.en": "AVE + Whisper"}  # by features' id
 LOSS_CURVES = {"loss": ("total", (235, 235, 240)), "sync_loss": ("sync", (90, 170, 240)),
@@ -53,7 +49,8 @@ class AudioPanel(QWidget):
         defaults = AveTrainConfig()
         self.encoder_box = QComboBox()
         for key, text in ENCODERS.items():
-            self.encoder_box.addItem(text, key)
+            if key not in NEEDS_FILE:  # SyncTalk's checkpoint is not ours to ship: the CLI takes its path
+                self.encoder_box.addItem(text[0].upper() + text[1:], key)
         self.encoder_box.currentIndexChanged.connect(self._encoder_changed)
         self.steps_box = QSpinBox()
         self.steps_box.setRange(1, 100_000)

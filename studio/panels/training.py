@@ -19,21 +19,14 @@ from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPro
                                QVBoxLayout, QWidget)
 
 from core.avatar.evaluate import EVAL_FILE
-from core.avatar.config import PRESETS, TrainConfig, preset
+from core.avatar.config import DEFAULT_PRESET, PRESETS, TrainConfig, describe, preset
 from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE
 from core.avatar.train import TrainAvatarJob, TrainResult
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 from studio.workers import JobWorker
 
-DEFAULT_PRESET = "cpu-draft"
 LOSS_COLOR, PSNR_COLOR = (235, 235, 240), (90, 170, 240)
-
-
-def preset_text(name: str, config: TrainConfig) -> str:
-    """The preset's name with what it costs, for the preset box."""
-    return (f"{name} ({config.crop_size}² crops, up to {config.max_gaussians:,} Gaussians, {config.steps:,} steps, "
-            f"{config.backend.upper()})")
 
 
 def format_eta(seconds: float | None) -> str:
@@ -112,7 +105,7 @@ class TrainingPanel(QWidget):
         self.preset_box = QComboBox()
         cuda = torch.cuda.is_available()
         for name, config in PRESETS.items():
-            self.preset_box.addItem(preset_text(name, config), name)
+            self.preset_box.addItem(f"{name} ({describe(name)})", name)
             if config.backend == "cuda" and not cuda:
                 i = self.preset_box.count() - 1
                 self.preset_box.model().item(i).setEnabled(False)
