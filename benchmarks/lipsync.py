@@ -33,21 +33,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import rule_baseline  # noqa: E402  (benchmarks/rule_baseline.py)
+
 from core.audio.features import MelEncoder, SpeechEncoder  # noqa: E402
 from core.audio.mouth import mouth_opening, standardised_mouths  # noqa: E402
-from core.split import training_frames  # noqa: E402
 from core.avatar.model import AvatarConfig, AvatarModel  # noqa: E402
-from core.ingest import AUDIO_FILE, IngestJob  # noqa: E402
+from core.ingest import IngestJob  # noqa: E402
 from core.jobs import run_job  # noqa: E402
+from core.layout import AUDIO_FILE  # noqa: E402
 from core.media import AUDIO_RATE, load_audio  # noqa: E402
 from core.metrics import mouth_sync_r  # noqa: E402
 from core.project import Project  # noqa: E402
 from core.speech.lipsync import speech_model  # noqa: E402
 from core.speech.offset import footage_offset, shifted  # noqa: E402
 from core.speech.targets import OPENING, OUTPUTS, tracked_targets  # noqa: E402
+from core.split import training_frames  # noqa: E402
 from core.tracking.track import TrackJob, load_tracking  # noqa: E402
-
-import rule_baseline  # noqa: E402  (benchmarks/rule_baseline.py)
 
 MEDIA = ROOT.parent / "shared" / "media"
 HOLDOUT = 0.2

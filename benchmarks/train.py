@@ -27,12 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.audio.features import AudioFeaturesJob  # noqa: E402
-from core.avatar.evaluate import EvalJob  # noqa: E402
 from core.avatar.config import preset  # noqa: E402
+from core.avatar.evaluate import EvalJob  # noqa: E402
 from core.avatar.train import TrainAvatarJob  # noqa: E402
 from core.baselines import baselines  # noqa: E402
-from core.ingest import AUDIO_FILE, IngestJob  # noqa: E402
+from core.ingest import IngestJob  # noqa: E402
 from core.jobs import run_job  # noqa: E402
+from core.layout import AUDIO_FILE  # noqa: E402
 from core.media import load_audio  # noqa: E402
 from core.project import Project  # noqa: E402
 from core.tracking.track import TrackJob, load_tracking  # noqa: E402

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress as Bar, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bar
 
 from core import __version__
 from core.errors import AvatarStudioError
-from core.jobs import CancelToken, Cancelled, Job, Progress
+from core.jobs import Cancelled, CancelToken, Job, Progress
 from core.options import add_options, from_args
 from core.pipeline import status as stage_status
 from core.project import Project, is_project
@@ -156,7 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from core.avatar.evaluate import EvalJob, eval_files
+    from core.avatar.evaluate import EvalJob
+    from core.layout import eval_files
 
     project = Project.open(args.project)
     r = run_with_bar(EvalJob(project, args.mouth))

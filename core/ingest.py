@@ -10,11 +10,10 @@ import numpy as np
 from core import config as cfgs
 from core.errors import MediaError
 from core.jobs import CancelToken, Progress, ProgressFn
+from core.layout import AUDIO_FILE
 from core.media import AUDIO_RATE, advance, load_audio, probe, write_wav
 from core.options import option
 from core.project import FootageRef, Project, file_sha256
-
-AUDIO_FILE = "audio_16k.wav"
 
 
 @dataclass(frozen=True)

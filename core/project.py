@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from core.errors import ProjectError
 from core.fsutil import atomic_write_json
+from core.layout import PROJECT_FILE
 
-PROJECT_FILE = "project.json"
 FORMAT = "avatar-studio-project"
 VERSION = 1  # bump with a migration in _MIGRATIONS when the layout changes
 

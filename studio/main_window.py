@@ -8,13 +8,21 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
-                               QPushButton, QWidget)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QWidget,
+)
 
-from core.avatar.files import AVATAR_FILE
 from core.dub import DubJob, DubResult
 from core.errors import AvatarStudioError
 from core.jobs import Job
+from core.layout import AVATAR_FILE
 from core.project import Project
 from studio.docks import PANELS
 from studio.frames import FrameFetcher

@@ -14,10 +14,12 @@ from PySide6.QtCore import QObject, Signal
 
 from core.dub import DubJob, DubResult
 from core.errors import AvatarStudioError, MediaError
-from core.ingest import AUDIO_FILE, IngestJob
+from core.ingest import IngestJob
 from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.layout import AUDIO_FILE
 from core.media import FrameReader, load_audio
-from core.pipeline import StageStatus, status as stage_status
+from core.pipeline import StageStatus
+from core.pipeline import status as stage_status
 from core.project import FootageStatus, Project
 from core.tracking.track import TrackJob, load_tracking
 from studio.playback import Playback

@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.avatar.drive import Driver
-from core.avatar.evaluate import EVAL_FILE, VIDEO_FILE, EvalJob, eval_files
 from core.avatar.config import PRESETS, TrainConfig, preset
-from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE, load_avatar
+from core.avatar.drive import Driver
+from core.avatar.evaluate import EvalJob
+from core.avatar.files import load_avatar
 from core.avatar.train import AvatarTrainer, TrainAvatarJob, initial_model, load_train_data
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError
-from core.jobs import CancelToken, Cancelled, run_job
+from core.jobs import Cancelled, CancelToken, run_job
+from core.layout import AVATAR_FILE, CHECKPOINT_FILE, EVAL_FILE, VIDEO_FILE, eval_files
 from core.project import Project
 
 TINY = PRESETS["tiny"]

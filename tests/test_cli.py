@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from core.cli import main
+from core.layout import PROJECT_FILE
 from core.media import VideoWriter, load_audio, probe
-from core.project import PROJECT_FILE, Project
+from core.project import Project
 
 
 def test_ingest_then_info(media_dir, tmp_path, capsys):

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from core.errors import ProjectError
-from core.project import PROJECT_FILE, FootageRef, FootageStatus, Project, file_sha256
+from core.layout import PROJECT_FILE
+from core.project import FootageRef, FootageStatus, Project, file_sha256
 
 
 def test_create_save_open_roundtrip(tmp_path):

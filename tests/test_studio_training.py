@@ -14,8 +14,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 from core.avatar.config import PRESETS
-from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE
 from core.jobs import CancelToken, Progress, ProgressFn
+from core.layout import AVATAR_FILE, CHECKPOINT_FILE
 from studio.panels.training import Eta, TrainingPanel, format_eta
 from studio.panels.viewport import AVATAR, FILE, NO_FILE
 from studio.state import StudioState

@@ -16,9 +16,10 @@ from core.cli import main
 from core.config import from_dict
 from core.errors import ProjectError
 from core.ingest import IngestJob
-from core.jobs import CancelToken, Cancelled, run_job
+from core.jobs import Cancelled, CancelToken, run_job
+from core.layout import PROJECT_FILE
 from core.media import VideoWriter
-from core.project import PROJECT_FILE, FootageRef, Project
+from core.project import FootageRef, Project
 from core.tracking import track
 from core.tracking.landmarks import BLENDSHAPE_NAMES, LandmarkConfig
 from core.tracking.pose import PoseConfig

@@ -32,10 +32,11 @@ from core.audio.train_ave import AveData, AveTrainConfig, AveTrainer, mouth_scor
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError, ProjectError
 from core.fsutil import atomic_path, load_npz, save_npz
-from core.ingest import AUDIO_FILE, is_silent
+from core.ingest import is_silent
 from core.jobs import CancelToken, Progress, ProgressFn, span
-from core.options import option
+from core.layout import AUDIO_FILE, ENCODER_FILE, FEATURES_FILE, TRAIN_FILE
 from core.media import AUDIO_RATE, FrameReader, load_audio
+from core.options import option
 from core.pipeline import require_current
 from core.project import Project
 from core.speech.frontend import Frontend
@@ -47,9 +48,6 @@ from core.speech.targets import OUTPUTS as SPEECH_OUTPUTS
 from core.tracking.track import load_tracking
 
 STAGE = "audio"
-FEATURES_FILE = "audio_features.npz"
-ENCODER_FILE = "ave.pt"
-TRAIN_FILE = "ave_train.pt"
 ENCODERS: dict[str, str] = {  # what each encoder is, for the CLI's help and the studio's encoder box
     "speech": "speech model, learnt from many voices",
     "mel": "log-mel, normalised on speech (any voice)",

@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from core.audio.mouth import standardised_mouths
-from core.avatar.model import AvatarModel, Canonical
 from core.avatar.config import TrainConfig
-from core.avatar.files import AVATAR_FILE, load_avatar
+from core.avatar.files import load_avatar
+from core.avatar.model import AvatarModel, Canonical
 from core.avatar.views import FootageViews
 from core.compose.portrait import PortraitConfig, composite
+from core.layout import AVATAR_FILE
 from core.pipeline import require_current
 from core.project import Project
 from core.render.api import rasterize

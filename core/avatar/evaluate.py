@@ -20,23 +20,14 @@ from core.audio.features import load_features
 from core.avatar.drive import Driver
 from core.baselines import score
 from core.fsutil import atomic_write_json
-from core.ingest import AUDIO_FILE
 from core.jobs import CancelToken, Progress, ProgressFn
+from core.layout import AUDIO_FILE, eval_files
 from core.media import AUDIO_RATE, FrameReader, VideoWriter, load_audio
 from core.metrics import mouth_sync_r
 from core.project import Project
 from core.split import training_frames
 
-EVAL_FILE = "eval.json"
-VIDEO_FILE = "eval.mp4"
 MOUTHS = ("audio", "tracked")   # what drives the lips in evaluation
-
-
-def eval_files(mouth: str = "audio") -> tuple[str, str]:
-    """The report's and the side-by-side video's file names for an evaluation whose lips ``mouth`` drives."""
-    if mouth not in MOUTHS:
-        raise ValueError(f"mouth must be one of {MOUTHS}, got {mouth!r}")
-    return (EVAL_FILE, VIDEO_FILE) if mouth == "audio" else (f"eval_{mouth}.json", f"eval_{mouth}.mp4")
 
 
 @dataclass
@@ -46,7 +37,8 @@ class EvalJob:
     name: str = "Evaluate avatar"
 
     def __post_init__(self) -> None:
-        eval_files(self.mouth)   # a clear error now rather than after loading the avatar
+        if self.mouth not in MOUTHS:   # a clear error now rather than after loading the avatar
+            raise ValueError(f"mouth must be one of {MOUTHS}, got {self.mouth!r}")
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> dict[str, float]:
         project = self.project

@@ -14,9 +14,6 @@ from core.config import from_dict, to_dict
 from core.errors import ProjectError
 from core.fsutil import atomic_path
 
-AVATAR_FILE = "avatar.pt"            # the trained avatar
-CHECKPOINT_FILE = "avatar_train.pt"  # the resumable training state
-
 
 def save_avatar(path: Path, model: AvatarModel, config: TrainConfig) -> None:
     with atomic_path(path) as tmp:

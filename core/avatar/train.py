@@ -36,7 +36,7 @@ from torch import Tensor
 from core.audio.features import MelEncoder, SpeechEncoder, load_features
 from core.audio.mouth import standardised_mouths
 from core.avatar.config import TrainConfig
-from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE, load_avatar, save_avatar
+from core.avatar.files import load_avatar, save_avatar
 from core.avatar.gaussians import canonical_gaussians
 from core.avatar.losses import portrait_loss
 from core.avatar.model import AvatarModel
@@ -47,6 +47,7 @@ from core.config import to_dict
 from core.errors import AvatarStudioError, ProjectError
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
+from core.layout import AVATAR_FILE, CHECKPOINT_FILE
 from core.media import FrameReader
 from core.pipeline import require_current
 from core.project import Project

@@ -11,10 +11,9 @@ import numpy as np
 
 from core.errors import ProjectError
 from core.fsutil import load_npz, save_npz
+from core.layout import EDITS_FILE
 from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES
-
-EDITS_FILE = "expression_edits.npz"
 
 
 def save_edits(project: Project, blendshapes: np.ndarray) -> None:

@@ -18,6 +18,7 @@ from core.config import config_hash, to_dict
 from core.errors import ProjectError
 from core.fsutil import load_npz, save_npz
 from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.layout import LANDMARKS_FILE, TRACKING_FILE
 from core.media import FrameReader
 from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES, LandmarkConfig, Landmarks, detect_landmarks
@@ -26,8 +27,6 @@ from core.tracking.regions import regions
 from core.tracking.stabilize import StabilizeConfig, stabilize
 
 STAGE = "tracking"
-TRACKING_FILE = "tracking.npz"
-LANDMARKS_FILE = "landmarks.npz"
 
 # What tracking.npz holds; shapes for a clip of T frames.
 TRACKING_KEYS = (

@@ -15,13 +15,21 @@ import pyqtgraph as pg
 import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
-from core.avatar.evaluate import EVAL_FILE
 from core.avatar.config import DEFAULT_PRESET, PRESETS, TrainConfig, describe, preset
-from core.avatar.files import AVATAR_FILE, CHECKPOINT_FILE
 from core.avatar.train import TrainAvatarJob, TrainResult
+from core.layout import AVATAR_FILE, CHECKPOINT_FILE, EVAL_FILE
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
 from studio.workers import JobWorker

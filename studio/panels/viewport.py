@@ -17,8 +17,8 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSize
 
 from core.audio.features import load_features
 from core.avatar.drive import Driver
-from core.avatar.files import AVATAR_FILE
 from core.jobs import CancelToken, Progress, ProgressFn
+from core.layout import AVATAR_FILE
 from core.project import Project
 from core.render.ply import read_ply
 from core.render.splats import Splats
