@@ -9,32 +9,97 @@ so a re-import or a changed encoder ends in a message, never in a wrong video or
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import ProjectError
-from core.project import Project
+from core.layout import AVATAR_FILE, CHECKPOINT_FILE, FEATURES_FILE, LANDMARKS_FILE, TRACKING_FILE
+from core.project import FootageRef, Project
 
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage of the pipeline. Its job, config and loader are named as "module:attribute" and imported when
+    used, so the registry sits below the stages it lists (they ask it whether their inputs are current)."""
+
     name: str                       # the key of its record in project.json
     label: str                      # what it made, for messages
     upstream: tuple[str, ...]       # the stages whose results it reads
-    redo: str                       # the command that makes it again
+    files: tuple[str, ...]          # what it writes into the project (core.layout)
+    job: str                        # Job(project, config) makes the result
+    config: str                     # the job's config dataclass
+    load: str                       # load(project) reads the result
+    command: str                    # the CLI command that runs it
+    help: str                       # what the command does, for the CLI
+    verb: str                       # what a person does to make it ("track", "train")
     plural: bool = False            # whether its label takes "were"
 
     @property
     def was(self) -> str:
         return f"{self.label} {'were' if self.plural else 'was'}"
 
+    @property
+    def redo(self) -> str:
+        return f"{self.verb} again (avatar-studio-cli {self.command})"
+
+    @property
+    def todo(self) -> str:
+        return f"{self.verb} first (avatar-studio-cli {self.command})"
+
+    def resolve(self, what: str) -> Any:
+        """The stage's ``job``, ``config`` or ``load``, imported."""
+        module, _, attrs = getattr(self, what).partition(":")
+        return functools.reduce(getattr, attrs.split("."), importlib.import_module(module))
+
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("tracking", "the tracking", (), "track again (avatar-studio-cli track)"),
-    Stage("audio", "the audio features", ("tracking",), "make the audio features again (avatar-studio-cli audio)",
-          plural=True),
-    Stage("avatar", "the avatar", ("tracking", "audio"), "train again (avatar-studio-cli train)"),
+    Stage("tracking", "the tracking", (), (TRACKING_FILE, LANDMARKS_FILE), "core.tracking.track:TrackJob",
+          "core.tracking.track:TrackConfig", "core.tracking.track:load_tracking", "track",
+          "track the face: landmarks, blendshapes, head pose (stabilized)", "track the face"),
+    Stage("audio", "the audio features", ("tracking",), (FEATURES_FILE,), "core.audio.features:AudioFeaturesJob",
+          "core.audio.features:AudioConfig", "core.audio.features:load_features", "audio",
+          "audio features per frame", "make the audio features", plural=True),
+    Stage("avatar", "the avatar", ("tracking", "audio"), (AVATAR_FILE, CHECKPOINT_FILE),
+          "core.avatar.train:TrainAvatarJob", "core.avatar.config:TrainConfig", "core.avatar.drive:Driver.load",
+          "train", "train the avatar", "train"),
 )}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A stage about to run: what its result will record, and whether the project already holds that result."""
+
+    project: Project
+    stage: str
+    footage: FootageRef             # the project's footage, checked: there and unchanged
+    config: dict[str, Any]          # the config, as recorded
+    inputs: dict[str, str]          # the footage's hash, each upstream result's stamp, and any extra input
+    up_to_date: bool                # the project's result was made from these, and its files are there
+
+    def record(self, files: list[str]) -> None:
+        """Record the stage's new result (its files, config and inputs) and save the project."""
+        self.project.record_stage(self.stage, files, self.config, self.inputs)
+        self.project.save()
+
+
+def begin(project: Project, stage: str, config: dict[str, Any], extra: dict[str, str] | None = None) -> Run:
+    """The checks every stage makes before it runs: the footage is there and unchanged, each upstream result is
+    there and current (ProjectError with the reason otherwise), and whether the result is already up to date.
+    ``extra``: inputs beyond the footage and the upstream results (e.g. the speech model's digest)."""
+    footage = project.checked_footage()
+    inputs = {"footage": footage.sha256}
+    for name in STAGES[stage].upstream:
+        up = STAGES[name]
+        if name not in project.stages:
+            raise ProjectError(project.root, f"{up.label} {'have' if up.plural else 'has'} not been made yet: "
+                                             f"{up.todo}")
+        require_current(project, name)
+        inputs[name] = project.stages[name].created
+    inputs.update(extra or {})
+    return Run(project, stage, footage, config, inputs, not project.is_stale(stage, config, inputs))
 
 
 @dataclass(frozen=True)
@@ -54,7 +119,8 @@ def status(project: Project) -> dict[str, StageStatus]:
     for stage in STAGES.values():
         rec = project.stages.get(stage.name)
         if rec is None:
-            out[stage.name] = StageStatus("missing", f"{stage.label} has not been made: {stage.redo}")
+            out[stage.name] = StageStatus("missing", f"{stage.label} {'have' if stage.plural else 'has'} not been "
+                                                     f"made: {stage.todo}")
             continue
         lost = [f for f in rec.files if not project.path(f).exists()]
         if lost:

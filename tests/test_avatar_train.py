@@ -154,7 +154,7 @@ def test_cancel_and_pause_keep_the_work(voiced_project, copy_project):
 
 def test_training_needs_tracking_and_audio(tracked_project, copy_project):
     project = Project.open(copy_project(tracked_project("may_13s.mp4")))
-    with pytest.raises(AvatarStudioError, match="no audio results yet"):
+    with pytest.raises(AvatarStudioError, match="the audio features have not been made yet: make the audio features first"):
         run_job(TrainAvatarJob(project, TINY))
     if not torch.cuda.is_available():
         with pytest.raises(AvatarStudioError, match="CUDA"):

@@ -37,7 +37,7 @@ from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.layout import AUDIO_FILE, ENCODER_FILE, FEATURES_FILE, TRAIN_FILE
 from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.options import option
-from core.pipeline import require_current
+from core.pipeline import begin
 from core.project import Project
 from core.speech.frontend import Frontend
 from core.speech.lipsync import estimates, speech_model
@@ -278,14 +278,11 @@ class AudioFeaturesJob:
             raise AvatarStudioError(f"unknown audio encoder {config.encoder!r} (choose one of {', '.join(ENCODERS)})")
         if config.encoder == "synctalk":
             config = replace(config, mel=SYNCTALK_MEL)
-        footage = self.project.checked_footage()
-        tracking = load_tracking(self.project)
-        require_current(self.project, "tracking")   # never features for another footage's tracking
-        tracking_made = self.project.stages["tracking"].created if "tracking" in self.project.stages else ""
-        inputs = {"footage": footage.sha256, "tracking": tracking_made}
-        if config.encoder == "speech":
-            inputs["speech_model"] = model_digest(config.speech_model)
-        if not self.project.is_stale(STAGE, to_dict(config), inputs):
+        # Never features for another footage's tracking; a new speech model makes them again.
+        run = begin(self.project, STAGE, to_dict(config),
+                    {"speech_model": model_digest(config.speech_model)} if config.encoder == "speech" else None)
+        footage, tracking = run.footage, load_tracking(self.project)
+        if run.up_to_date:
             try:
                 result = load_features(self.project)
                 progress(Progress(1.0, "Audio features are up to date"))
@@ -334,8 +331,7 @@ class AudioFeaturesJob:
             "blocks": np.array(blocks, np.int64),
             "config_json": np.array(json.dumps(to_dict(config), sort_keys=True)),
         })
-        self.project.record_stage(STAGE, files, to_dict(config), inputs)
-        self.project.save()
+        run.record(files)
         progress(Progress(1.0, f"Audio features: {n_frames} frames x {encoder.dim} ({encoder.id})"))
         return AudioFeatures(features, encoder.id, report, blocks)
 

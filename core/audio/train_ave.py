@@ -30,8 +30,8 @@ from core.audio.mouth import mouth_opening
 from core.config import config_hash, to_dict
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
-from core.options import option
 from core.metrics import pearson
+from core.options import option
 from core.split import feature_blocks, training_frames
 
 CONTEXT = np.arange(SYNC_FRAMES) - SYNC_FRAMES // 2   # frame offsets around the centre: -2..2

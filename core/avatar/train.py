@@ -49,7 +49,7 @@ from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AVATAR_FILE, CHECKPOINT_FILE
 from core.media import FrameReader
-from core.pipeline import require_current
+from core.pipeline import begin
 from core.project import Project
 from core.render.api import RenderOutput, rasterize
 from core.speech.targets import tracked_targets
@@ -256,18 +256,12 @@ class TrainAvatarJob:
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> TrainResult:
         config, project = self.config, self.project
-        footage = project.checked_footage()
-        inputs = {"footage": footage.sha256, **{s: project.stages[s].created for s in ("tracking", "audio")
-                                               if s in project.stages}}
         if config.backend == "cuda" and not torch.cuda.is_available():
             raise AvatarStudioError(f"preset {config.preset!r} renders with CUDA, and this machine has none: "
                                     "use the cpu-draft preset")
-        for needed in ("tracking", "audio"):
-            if needed not in project.stages:
-                raise ProjectError(project.root, f"has no {needed} results yet: run the {needed} stage first")
-            require_current(project, needed)   # never train on another footage's tracking or features
-        key = json.dumps({"config": to_dict(config), "inputs": inputs}, sort_keys=True)
-        if not project.is_stale(STAGE, to_dict(config), inputs) and project.path(AVATAR_FILE).is_file():
+        run = begin(project, STAGE, to_dict(config))  # never train on another footage's tracking or features
+        key = json.dumps({"config": run.config, "inputs": run.inputs}, sort_keys=True)
+        if run.up_to_date and project.path(AVATAR_FILE).is_file():
             progress(Progress(1.0, "The avatar is up to date"))
             return TrainResult(config.steps, len(load_avatar(project.path(AVATAR_FILE))[0]))
 
@@ -299,8 +293,7 @@ class TrainAvatarJob:
                 save()
 
         save_avatar(project.path(AVATAR_FILE), trainer.model, config)
-        project.record_stage(STAGE, [AVATAR_FILE, CHECKPOINT_FILE], to_dict(config), inputs)
-        project.save()
+        run.record([AVATAR_FILE, CHECKPOINT_FILE])
         progress(Progress(1.0, f"Trained the avatar: {config.steps} steps, {len(trainer.model)} Gaussians"))
         return TrainResult(trainer.step, len(trainer.model), history)
 

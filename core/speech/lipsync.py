@@ -17,7 +17,6 @@ from core.speech.model import SavedModel, at_frames, load_model, shipped_model
 from core.speech.targets import SHAPE_INDEX, SPEECH_SHAPES
 from core.tracking.landmarks import BLENDSHAPE_NAMES
 
-
 FRAME_RATES = (24, 25, 30, 50, 60)  # what animation tools take a blendshape CSV at
 
 

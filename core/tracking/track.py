@@ -20,6 +20,7 @@ from core.fsutil import load_npz, save_npz
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.layout import LANDMARKS_FILE, TRACKING_FILE
 from core.media import FrameReader
+from core.pipeline import begin
 from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES, LandmarkConfig, Landmarks, detect_landmarks
 from core.tracking.pose import PoseConfig, fit_pose
@@ -69,9 +70,9 @@ class TrackJob:
         config = self.config
         if self.face is not None:
             config = replace(config, landmarks=replace(config.landmarks, face=self.face))
-        footage = self.project.checked_footage()
-        inputs = {"footage": footage.sha256}
-        if not self.project.is_stale(STAGE, to_dict(config), inputs):
+        run = begin(self.project, STAGE, to_dict(config))
+        footage = run.footage
+        if run.up_to_date:
             try:
                 result = load_tracking(self.project)
                 progress(Progress(1.0, "Tracking is up to date"))
@@ -121,8 +122,7 @@ class TrackJob:
         if fresh:
             save_npz(self.project.path(LANDMARKS_FILE), {**vars(marks), "key": np.array(key)})
         save_npz(self.project.path(TRACKING_FILE), result)
-        self.project.record_stage(STAGE, [TRACKING_FILE, LANDMARKS_FILE], to_dict(config), inputs)
-        self.project.save()
+        run.record([TRACKING_FILE, LANDMARKS_FILE])
         progress(Progress(1.0, f"Tracked {int(marks.detected.sum())}/{len(marks)} frames"))
         return result
 
