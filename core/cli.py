@@ -21,6 +21,7 @@ from core import __version__
 from core.errors import AvatarStudioError
 from core.jobs import Cancelled, CancelToken, Job, Progress
 from core.options import add_options, from_args
+from core.pipeline import STAGES
 from core.pipeline import status as stage_status
 from core.project import Project, is_project
 
@@ -224,6 +225,16 @@ def cmd_lipsync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage(args: argparse.Namespace) -> int:
+    """Run a registered stage that has no command of its own, with its config's options."""
+    stage = STAGES[args.stage]
+    project = Project.open(args.project)
+    run_with_bar(stage.resolve("job")(project, from_args(stage.resolve("config"), args)))
+    files = project.stages[stage.name].files
+    say(f"Made {stage.label} of {project.name}: {', '.join(str(project.path(f)) for f in files)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from core.audio.features import AudioConfig
     from core.audio.train_ave import AveTrainConfig
@@ -300,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=int, choices=FRAME_RATES, default=30, help="frames per second (default: 30)")
     s.add_argument("--model", metavar="FILE", help="a speech model from 'speech-model train' (default: the shipped one)")
     s.set_defaults(func=cmd_lipsync)
+
+    for stage in STAGES.values():
+        if stage.command not in sub.choices:  # a stage with no command of its own: one from its registry entry
+            s = sub.add_parser(stage.command, help=stage.help)
+            s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+            add_options(s, stage.resolve("config"))
+            s.set_defaults(func=cmd_stage, stage=stage.name)
     return p
 
 
