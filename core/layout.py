@@ -12,6 +12,7 @@ CHECKPOINT_FILE = "avatar_train.pt"    # avatar: the resumable training state
 EVAL_FILE = "eval.json"                # evaluation of the audio-driven avatar on the held-out frames
 VIDEO_FILE = "eval.mp4"                # its side-by-side video
 EDITS_FILE = "expression_edits.npz"    # expression edits over the footage's frames
+TRACKED_CSV_FILE = "tracked_blendshapes.csv"  # the tracked face as a Live Link Face CSV
 
 
 def eval_files(mouth: str) -> tuple[str, str]:

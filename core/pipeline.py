@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ProjectError
-from core.layout import AVATAR_FILE, CHECKPOINT_FILE, FEATURES_FILE, LANDMARKS_FILE, TRACKING_FILE
+from core.layout import AVATAR_FILE, CHECKPOINT_FILE, FEATURES_FILE, LANDMARKS_FILE, TRACKED_CSV_FILE, TRACKING_FILE
 from core.project import FootageRef, Project
 
 
@@ -65,6 +65,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("avatar", "the avatar", ("tracking", "audio"), (AVATAR_FILE, CHECKPOINT_FILE),
           "core.avatar.train:TrainAvatarJob", "core.avatar.config:TrainConfig", "core.avatar.drive:Driver.load",
           "train", "train the avatar", "train"),
+    Stage("tracked_csv", "the tracked blendshapes' CSV", ("tracking",), (TRACKED_CSV_FILE,),
+          "core.expression.tracked:TrackedCsvJob", "core.expression.tracked:TrackedCsvConfig",
+          "core.expression.tracked:load_tracked_csv", "export-tracked",
+          "the tracked face as animation: ARKit blendshapes and head rotation as a Live Link Face CSV",
+          "export the tracked blendshapes"),
 )}
 
 
