@@ -91,3 +91,36 @@ def test_the_studio_shows_each_stage_as_info_does(window, qtbot, trained_project
     qtbot.wait(500)                                            # the viewer's first frame decodes
     window.grab().save(str(artifacts_dir / "studio_stale_results.png"))
     capsys.readouterr()
+
+
+def test_a_registered_stage_gets_a_command_status_and_staleness(tracked_project, copy_project, media_dir, capsys):
+    """The tracked-blendshapes export is one file and one registry entry: the CLI, 'info' and staleness follow."""
+    import numpy as np
+
+    from core.expression.arkit_csv import ARKIT_NAMES
+    from core.pipeline import STAGES
+    from core.tracking.pose import euler_degrees
+    from core.tracking.track import load_tracking
+
+    load = STAGES["tracked_csv"].resolve("load")
+    root = copy_project(tracked_project("katie_8s.mp4"))
+    assert main(["info", "--project", str(root)]) == 0
+    assert "tracked_csv: missing (the tracked blendshapes' CSV has not been made" in capsys.readouterr().out
+    assert main(["export-tracked", "--project", str(root)]) == 0
+    assert "tracked_blendshapes.csv" in capsys.readouterr().out
+    project = Project.open(root)
+    take, tracking = load(project), load_tracking(project)
+    jaw = list(tracking["blendshape_names"]).index("jawOpen")
+    assert len(take) == len(tracking["valid"])
+    assert np.allclose(take.blendshapes[:, ARKIT_NAMES.index("JawOpen")], tracking["blendshapes"][:, jaw], atol=1e-6)
+    assert np.allclose(take.head, np.radians(euler_degrees(tracking["rot"])), atol=1e-5)
+    assert status(project)["tracked_csv"].current
+
+    assert main(["export-tracked", "--project", str(root), "--no-head"]) == 0   # another config: made again
+    assert not load(Project.open(root)).head.any()
+    assert main(["ingest", str(media_dir / "may_13s.mp4"), "--project", str(root)]) == 0
+    capsys.readouterr()
+    assert main(["info", "--project", str(root)]) == 0
+    assert "tracked_csv: stale (the tracked blendshapes' CSV was made from other footage" in capsys.readouterr().out
+    assert main(["export-tracked", "--project", str(root)]) == 1
+    assert "track the face again" in capsys.readouterr().err
