@@ -3,7 +3,6 @@ facial-aware masked attention that keeps lip features off the upper face and exp
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -176,37 +175,6 @@ def test_gradients_reach_every_parameter():
         for name, p in module.named_parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), f"{type(module).__name__}.{name}"
             assert p.grad.abs().sum() > 0, f"{type(module).__name__}.{name} has no gradient"
-
-
-def test_forward_backward_time():
-    """Prints one training step's network cost at the default 20k Gaussians on 2 CPU threads (not asserted)."""
-    tri, attr, field, proj = _nets()
-    params = [p for m in (tri, attr, field, proj) for p in m.parameters()]
-    xyz, lower = _head_points(20_000, 0)
-    window, expr = torch.randn(1, 8, 512), torch.rand(CFG.expr_dim)
-
-    def step() -> None:
-        feats = tri(xyz)
-        d_color, d_opacity = attr(feats)
-        d = field(feats, lower, proj(window)[0], expr)
-        loss = d_color.sum() + d_opacity.sum() + d.means.sum() + d.quats.sum() + d.log_scales.sum()
-        torch.autograd.grad(loss, params)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        step()
-        wall, cpu = [], []
-        for _ in range(7):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            step()
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-    finally:
-        torch.set_num_threads(threads)
-    wall.sort()
-    print(f"\navatar nets forward+backward, N=20000, 2 threads: {1000 * wall[0]:.0f} ms best, "
-          f"{1000 * wall[3]:.0f} ms median of 7 (CPU time {1000 * sorted(cpu)[3]:.0f} ms across threads)")
 
 
 def test_quat_multiply_composes_rotations():

@@ -4,7 +4,6 @@ close but not exact is no more visible than frame-to-frame noise."""
 
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np
@@ -128,20 +127,3 @@ def test_seam_is_no_more_visible_than_frame_to_frame_noise(may, artifacts_dir):
     row = np.concatenate([frame, np.rint(render * 255).astype(np.uint8), out, grey], axis=1)
     path = artifacts_dir / "compose_portrait.png"
     assert cv2.imwrite(str(path), cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
-
-
-def test_speed_512_and_1080p(may):
-    """Print ms per composited frame at 512² and at 1080p (the frame upscaled 2.1x into a 1920x1080 canvas)."""
-    frame, _, lm = may
-    k = 1080 / frame.shape[0]
-    big = np.zeros((1080, 1920, 3), np.uint8)
-    big[:, 420:1500] = cv2.resize(frame, (1080, 1080), interpolation=cv2.INTER_LINEAR)
-    cases = {"512x512": (frame, lm), "1920x1080": (big, lm * k + (420, 0))}
-    for name, (f, pts) in cases.items():
-        render = _near_render(f)
-        composite(f, render, pts)
-        t = time.perf_counter()
-        n = 20
-        for _ in range(n):
-            composite(f, render, pts)
-        print(f"composite {name}: {(time.perf_counter() - t) / n * 1e3:.1f} ms per frame")
