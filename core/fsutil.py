@@ -67,13 +67,14 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
             np.savez(f, **arrays)
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray] | None:
-    """All arrays of an .npz file (no pickles), or None when it cannot be read."""
+def load_npz(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray] | None:
+    """The arrays of an .npz file (no pickles): all, or those of ``keys`` it holds (the others are not read);
+    None when it cannot be read."""
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
             return None
         with z:
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files if keys is None or k in keys}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None

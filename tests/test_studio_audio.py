@@ -71,6 +71,21 @@ def test_train_from_the_panel_draws_curves_and_reports(window, qtbot, artifacts_
     path = artifacts_dir / "studio_audio_training.png"
     assert window.grab().save(str(path))
 
+    # Reopened, the project shows the trained encoder's curves and scores without training again.
+    root = window.state.project.root
+    assert window.open_project(root)
+    qtbot.waitUntil(lambda: window.job is None and window.state.footage is not None, timeout=20_000)
+    assert panel.encoder() == "ave+whisper" and not panel.running
+    for key in ("loss", "sync_loss", "mouth_loss"):
+        x, _ = panel.curves[key].getData()
+        assert np.array_equal(x, np.arange(1, 21)), key
+    assert list(panel.curves["mouth_r"].getData()[0]) == [10, 20]
+    reopened = panel.summary.text()
+    assert reopened.startswith("AVE + Whisper features.") and "mouth r" in reopened and "Took" not in reopened
+    assert panel.stage_status.text() == "Result: current."
+    qtbot.wait(100)
+    assert window.grab().save(str(artifacts_dir / "studio_audio_reopened.png"))
+
 
 @pytest.mark.slow
 def test_cancel_training_stops_within_a_step(window, qtbot, tmp_path):

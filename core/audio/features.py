@@ -80,6 +80,7 @@ class AudioFeatures:
     encoder: str
     report: dict[str, float] = field(default_factory=dict)  # held-out scores (see AudioFeaturesJob)
     blocks: tuple[int, ...] = ()         # each encoder's width when several lie side by side; () for one
+    history: list[dict[str, float]] = field(default_factory=list)  # a trained encoder's curve, a dict a step
 
 
 class FeatureEncoder(Protocol):
@@ -251,6 +252,18 @@ def load_features(project: Project) -> AudioFeatures:
     return AudioFeatures(data["features"], str(data["encoder"]), json.loads(str(data["report"])), blocks)
 
 
+def load_summary(project: Project) -> AudioFeatures:
+    """The saved features' encoder, report and training curve, without the features themselves (an empty
+    [0,0] array): quick enough to show when a project opens. ProjectError when missing or corrupt."""
+    path = project.path(FEATURES_FILE)
+    data = load_npz(path, ("encoder", "report", "history")) if path.is_file() else None
+    if data is None or "report" not in data:
+        raise ProjectError(path, "no audio features: run the audio stage first (avatar-studio-cli audio)")
+    history = json.loads(str(data["history"])) if "history" in data else []
+    return AudioFeatures(np.zeros((0, 0), np.float32), str(data["encoder"]), json.loads(str(data["report"])),
+                         history=history)
+
+
 def _saved_config(project: Project) -> AudioConfig:
     record = project.stages.get(STAGE)
     if record is None:
@@ -300,11 +313,12 @@ class AudioFeaturesJob:
         audio = load_audio(audio_path if audio_path.is_file() else footage.path)
 
         report: dict[str, float] = {}
+        history: list[dict[str, float]] = []
         trains = config.encoder in TRAINED
         encoder: FeatureEncoder
         if trains:
-            ave, report = self._trained_encoder(config, footage.path, audio, fps, tracking,
-                                                span(progress, 0.0, 0.95), cancel)
+            ave, report, history = self._trained_encoder(config, footage.path, audio, fps, tracking,
+                                                         span(progress, 0.0, 0.95), cancel)
             encoder = ave if config.encoder == "ave" else ConcatEncoder((ave, WhisperEncoder()))
         else:
             encoder = load_encoder(self.project, config)
@@ -328,19 +342,19 @@ class AudioFeaturesJob:
             ave.save(self.project.path(ENCODER_FILE), report)
         save_npz(self.project.path(FEATURES_FILE), {
             "features": features, "encoder": np.array(encoder.id), "report": np.array(json.dumps(report)),
-            "blocks": np.array(blocks, np.int64),
+            "blocks": np.array(blocks, np.int64), "history": np.array(json.dumps(history)),
             "config_json": np.array(json.dumps(to_dict(config), sort_keys=True)),
         })
         run.record(files)
         progress(Progress(1.0, f"Audio features: {n_frames} frames x {encoder.dim} ({encoder.id})"))
-        return AudioFeatures(features, encoder.id, report, blocks)
+        return AudioFeatures(features, encoder.id, report, blocks, history)
 
     def _trained_encoder(self, config: AudioConfig, video: str, audio: np.ndarray, fps: Fraction,
                          tracking: dict[str, np.ndarray], progress: ProgressFn,
-                         cancel: CancelToken) -> tuple[AveEncoder, dict[str, float]]:
+                         cancel: CancelToken) -> tuple[AveEncoder, dict[str, float], list[dict[str, float]]]:
         data = _ave_data(video, audio, fps, tracking["landmarks"], config.mel, span(progress, 0.0, 0.05), cancel)
         trainer, report = train_ave(data, config.train, self.project.path(TRAIN_FILE), span(progress, 0.05, 1.0), cancel)
-        return AveEncoder(trainer.audio.eval(), config.mel, "ave"), report
+        return AveEncoder(trainer.audio.eval(), config.mel, "ave"), report, trainer.history
 
 
 def _ave_data(video: str, audio: np.ndarray, fps: Fraction, landmarks: np.ndarray, mel: MelConfig,

@@ -14,6 +14,7 @@ Randomness is seeded per step, so a run resumed from a checkpoint continues exac
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class AveTrainer:
         self.optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, cfg.lr, total_steps=max(cfg.steps, 2))
         self.step = 0
+        self.history: list[dict[str, float]] = []  # every step's metrics (with the held-out scores where scored)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [*self.audio.parameters(), *self.visual.parameters(), *self.head.parameters()]
@@ -199,7 +201,7 @@ class AveTrainer:
         return {"step": self.step, "audio": self.audio.state_dict(), "visual": self.visual.state_dict(),
                 "head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "mean": torch.from_numpy(self.mean),
-                "std": torch.from_numpy(self.std)}
+                "std": torch.from_numpy(self.std), "history": json.dumps(self.history)}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
@@ -208,6 +210,7 @@ class AveTrainer:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        self.history = json.loads(state.get("history", "[]"))
 
 
 def sync_scores(visual: torch.Tensor, audio_at: Callable[[np.ndarray], torch.Tensor],
@@ -291,6 +294,7 @@ def train_ave(data: AveData, cfg: AveTrainConfig, checkpoint: Path, progress: Pr
         if trainer.step % cfg.eval_every == 0 or trainer.step == cfg.steps:
             report = trainer.evaluate()
             metrics.update(report)
+        trainer.history.append(metrics)
         if trainer.step % cfg.checkpoint_every == 0:
             save()
         rate = (trainer.step - first_step) / max(time.monotonic() - started, 1e-6)

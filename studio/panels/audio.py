@@ -9,11 +9,29 @@ from dataclasses import replace
 
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
-from core.audio.features import ENCODERS, NEEDS_FILE, TRAINED, AudioConfig, AudioFeatures, AudioFeaturesJob
+from core.audio.features import (
+    ENCODERS,
+    NEEDS_FILE,
+    TRAINED,
+    AudioConfig,
+    AudioFeatures,
+    AudioFeaturesJob,
+    load_summary,
+)
 from core.audio.train_ave import AveTrainConfig
+from core.errors import ProjectError
 from studio.panels.stage_status import StageStatusLabel
 from studio.plots import MetricCurves, training_graphics
 from studio.state import StudioState
@@ -26,10 +44,12 @@ LOSS_CURVES = {"loss": ("total", (235, 235, 240)), "sync_loss": ("sync", (90, 17
 SCORE_CURVES = {"sync_score": ("sync score", (90, 170, 240)), "mouth_r": ("mouth r", (255, 170, 60))}
 
 
-def report_text(features: AudioFeatures, seconds: float) -> str:
-    """A line for a person: what was made, its held-out scores (a trained encoder's) and how long it took."""
+def report_text(features: AudioFeatures, seconds: float | None = None) -> str:
+    """A line for a person: what was made, its held-out scores (a trained encoder's) and how long it took (when
+    known)."""
     t, d = features.features.shape
-    head = f"{ENCODER_NAMES.get(features.encoder, features.encoder)} features: {t} frames × {d}."
+    size = f": {t} frames × {d}" if features.features.size else ""
+    head = f"{ENCODER_NAMES.get(features.encoder, features.encoder)} features{size}."
     r = features.report
     parts = []
     for key, fmt in (("mouth_r", "mouth r {:.2f}"), ("sync_score", "sync score {:.3f}"),
@@ -37,7 +57,8 @@ def report_text(features: AudioFeatures, seconds: float) -> str:
         if key in r and math.isfinite(r[key]):
             parts.append(fmt.format(round(r[key], 3) + 0.0))  # + 0.0: no "-0.000"
     scores = f" Held-out: {', '.join(parts)}." if parts else ""
-    return f"{head}{scores} Took {seconds:.0f} s."
+    took = f" Took {seconds:.0f} s." if seconds is not None else ""
+    return f"{head}{scores}{took}"
 
 
 class AudioPanel(QWidget):
@@ -100,9 +121,11 @@ class AudioPanel(QWidget):
         self.stage_status = StageStatusLabel(state, "audio")
         layout.addWidget(self.stage_status)
 
-        state.project_changed.connect(self.clear)
+        state.project_changed.connect(lambda: (self.clear(), self.show_saved()))
+        state.stages_changed.connect(lambda: self.running or self.show_saved())
         state.tracking_changed.connect(self._refresh)
         self.running = False
+        self.shown: str | None = None  # the stage record whose result the panel shows
         self.started = time.monotonic()
         self._encoder_changed()
         self.clear()
@@ -158,6 +181,7 @@ class AudioPanel(QWidget):
         self.set_running(False)
         self.message.setText("Done.")
         self.summary.setText(report_text(features, time.monotonic() - self.started))
+        self.shown = self.state.project.stages["audio"].created
 
     def on_cancelled(self) -> None:
         self.set_running(False)
@@ -174,6 +198,30 @@ class AudioPanel(QWidget):
         self.progress.setValue(0)
         self.message.clear()
         self.summary.clear()
+        self.shown = None
+
+    def show_saved(self) -> None:
+        """What the project already holds: its features' encoder, held-out scores and, for a trained encoder, its
+        curves; so a reopened project shows them without making them again."""
+        pr = self.state.project
+        record = pr.stages.get("audio") if pr is not None else None
+        if record is None or record.created == self.shown:
+            return
+        try:
+            saved = load_summary(pr)
+        except ProjectError:
+            return  # the status line says what is missing
+        if record.config.get("encoder") in ENCODERS and self.encoder_box.findData(record.config["encoder"]) >= 0:
+            self.set_encoder(record.config["encoder"])   # the controls as the result was made
+            train = record.config.get("train", {})
+            for box, key in ((self.steps_box, "steps"), (self.eval_box, "eval_every")):
+                if isinstance(train.get(key), int):
+                    box.setValue(train[key])
+        self.curves.clear()
+        for point in saved.history:
+            self.curves.append(point)
+        self.summary.setText(report_text(saved))
+        self.shown = record.created
 
     def trains(self) -> bool:
         """Whether the chosen encoder trains the AVE on the footage first."""
