@@ -63,7 +63,7 @@ class EvalJob:
         progress(Progress(0.8, "Tracking the renders"))
         scores = score(outputs, real, driver.views.landmarks[held], fps)
         # Before rendering: how the opening that drives the lips follows the real one. Its gap to mouth_r is what
-        # the renderer loses; its gap to 1 what the audio-to-mouth estimate loses (0.99 for tracked mouths).
+        # the renderer loses; its gap to 1 what the audio-to-mouth estimate loses.
         scores["drive_r"], lag = mouth_sync_r(np.array(driven), driver.mouths[held, 0])
         scores["drive_lag"] = float(lag)
         cancel.check(self.name)
