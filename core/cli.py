@@ -18,12 +18,12 @@ from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as Bar
 
 from core import __version__
-from core.errors import AvatarStudioError
+from core.errors import AvatarStudioError, log_unexpected
 from core.jobs import Cancelled, CancelToken, Job, Progress
 from core.options import add_options, from_args
 from core.pipeline import STAGES
 from core.pipeline import status as stage_status
-from core.project import Project, is_project
+from core.project import Project, is_project, remove_empty
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console(soft_wrap=True, highlight=False)
@@ -35,9 +35,10 @@ def say(text: str) -> None:
 
 
 def run_with_bar(job: Job[Any]) -> Any:
-    """Run a job in this thread with a progress bar; Ctrl-C cancels it cleanly."""
+    """Run a job in this thread with a progress bar; Ctrl-C, or SIGTERM (a session logging out, a scheduler),
+    cancels it cleanly: it saves its checkpoint and leaves the project as it was."""
     cancel = CancelToken()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())
+    previous = {s: signal.signal(s, lambda *_: cancel.cancel()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Bar(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
                  console=err, transient=False) as bar:
@@ -48,7 +49,8 @@ def run_with_bar(job: Job[Any]) -> Any:
 
             return job.run(report, cancel)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -56,8 +58,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     root = Path(args.project)
     config = from_args(IngestConfig, args)
-    project = Project.open(root) if is_project(root) else Project.create(root)
-    ref = run_with_bar(IngestJob(project, Path(args.footage), config))
+    existed, created = root.exists(), not is_project(root)
+    project = Project.create(root) if created else Project.open(root)
+    try:
+        ref = run_with_bar(IngestJob(project, Path(args.footage), config))
+    except BaseException:
+        if created:  # the project this import made is empty: nothing is left behind
+            remove_empty(project.root, keep_folder=existed)
+        raise
     say(f"Imported {Path(ref.path).name} into project {project.root}")
     if config.sound:
         say(f"  its sound from {config.sound}" + (f", {config.offset:+.3f} s removed" if config.offset else "")
@@ -330,6 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except AvatarStudioError as e:
         err.print(f"error: {e}", markup=False)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the one boundary: a bug becomes a message and a log, not a traceback
+        project = getattr(args, "project", None)
+        log = log_unexpected(e, Path(project) if project else None, f"avatar-studio-cli {args.command}")
+        err.print(f"error: something went wrong ({type(e).__name__}: {e}); the details are in {log}. Nothing the "
+                  "project held was changed by the failed step.", markup=False)
         return 1
 
 

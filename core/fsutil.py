@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or a cancel never leaves a half-written file in place of a good one."""
+"""Atomic file writes: a crash or a cancel never leaves a half-written file in place of a good one; damaged files
+are moved aside, never deleted, and the temporaries a killed writer left are cleaned up."""
 
 from __future__ import annotations
 
@@ -6,18 +7,60 @@ import contextlib
 import json
 import os
 import secrets
-from pathlib import Path
 import zipfile
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+PART_SUFFIX = ".part"
+
+
+class Unreadable(Exception):
+    """A file that exists but cannot be read as what it should be."""
+
+
+def load_torch(path: str | Path) -> Any:
+    """A ``torch.save`` file, read with ``weights_only`` (no code from the file ever runs); Unreadable, with the
+    reason, for anything that is not such a file (random bytes, another format, a truncated write)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - unpickling a foreign file fails in many ways, each one "unreadable"
+        raise Unreadable(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from e
+
+
+def set_aside(path: str | Path) -> Path:
+    """Move a damaged file out of the way as NAME.damaged (NAME.damaged.2, … when taken), so what made it can run
+    again and the file is still there to look at; returns where it went."""
+    path = Path(path)
+    aside, n = path.with_name(path.name + ".damaged"), 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.damaged.{n}")
+    os.replace(path, aside)
+    return aside
+
+
+def clean_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the ``.NAME.XXXX.part`` files killed writers left in ``folder``; call it only while no writer runs
+    there (under the project's lock). Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{PART_SUFFIX}"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def temp_beside(path: str | Path) -> Path:
     """A new empty hidden file ``.NAME.XXXX.part`` in ``path``'s folder (same file system: rename is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.part"
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{PART_SUFFIX}"
     tmp.open("xb").close()  # "x": never reuse a file; default permissions, unlike mkstemp's 0600
     return tmp
 

@@ -13,7 +13,7 @@ from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AUDIO_FILE
 from core.media import AUDIO_RATE, advance, load_audio, probe, write_wav
 from core.options import option
-from core.project import FootageRef, Project, file_sha256
+from core.project import FootageRef, Project, file_sha256, writes_project
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class IngestJob:
     config: IngestConfig = IngestConfig()
     name: str = "Import footage"
 
+    @writes_project
     def run(self, progress: ProgressFn, cancel: CancelToken) -> FootageRef:
         path = Path(self.footage).expanduser().absolute()
         progress(Progress(0.0, f"Reading {path.name}"))

@@ -1,6 +1,9 @@
 """Every file a project folder holds, named in one place: the stages, the studio and the tests read them here."""
 
 PROJECT_FILE = "project.json"          # the project: footage reference, stage records, view state
+LOCK_FILE = ".lock"                    # held by the one process that writes into the project
+LOCK_INFO_FILE = ".lock.json"          # who holds it: PID, what for, since when
+LOG_FILE = "errors.log"                # tracebacks of unexpected errors, for a bug report
 AUDIO_FILE = "audio_16k.wav"           # ingest: the footage's speech, 16 kHz mono
 TRACKING_FILE = "tracking.npz"         # tracking: landmarks, blendshapes, stabilized head pose per frame
 LANDMARKS_FILE = "landmarks.npz"       # tracking: the landmark detector's output, kept to skip it next time

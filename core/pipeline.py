@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ProjectError
-from core.layout import AVATAR_FILE, CHECKPOINT_FILE, FEATURES_FILE, LANDMARKS_FILE, TRACKED_CSV_FILE, TRACKING_FILE
+from core.layout import AVATAR_FILE, FEATURES_FILE, LANDMARKS_FILE, TRACKED_CSV_FILE, TRACKING_FILE
 from core.project import FootageRef, Project
 
 
@@ -62,7 +62,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("audio", "the audio features", ("tracking",), (FEATURES_FILE,), "core.audio.features:AudioFeaturesJob",
           "core.audio.features:AudioConfig", "core.audio.features:load_features", "audio",
           "audio features per frame", "make the audio features", plural=True),
-    Stage("avatar", "the avatar", ("tracking", "audio"), (AVATAR_FILE, CHECKPOINT_FILE),
+    Stage("avatar", "the avatar", ("tracking", "audio"), (AVATAR_FILE,),
           "core.avatar.train:TrainAvatarJob", "core.avatar.config:TrainConfig", "core.avatar.drive:Driver.load",
           "train", "train the avatar", "train"),
     Stage("tracked_csv", "the tracked blendshapes' CSV", ("tracking",), (TRACKED_CSV_FILE,),
@@ -127,9 +127,12 @@ def status(project: Project) -> dict[str, StageStatus]:
             out[stage.name] = StageStatus("missing", f"{stage.label} {'have' if stage.plural else 'has'} not been "
                                                      f"made: {stage.todo}")
             continue
-        lost = [f for f in rec.files if not project.path(f).exists()]
-        if lost:
-            out[stage.name] = StageStatus("stale", f"{stage.label}'s file {lost[0]} is missing: {stage.redo}")
+        changed = rec.changed_file(project.root)
+        if changed is not None:
+            why = ("is missing" if not project.path(changed).exists() else
+                   "is not the one recorded (a run was stopped between writing it and recording it, or it was "
+                   "replaced)")
+            out[stage.name] = StageStatus("stale", f"{stage.label}'s file {changed} {why}: {stage.redo}")
             continue
         if footage is None or rec.inputs.get("footage") != footage.sha256:
             now = Path(footage.path).name if footage is not None else "none"

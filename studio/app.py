@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from importlib import resources
 
-from PySide6.QtCore import QCoreApplication, QSettings
+from PySide6.QtCore import QCoreApplication, QSettings, QTimer
 from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -53,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     from studio.main_window import MainWindow  # after the app exists: widgets need it
 
     window = MainWindow()
+    # SIGTERM (a session logging out) and Ctrl-C close the window as the user would: the running job is cancelled
+    # (a training run keeps its checkpoint) and the project saved. The timer lets Python run signal handlers
+    # while Qt's loop waits.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: window.close())
+    heartbeat = QTimer(window)
+    heartbeat.timeout.connect(lambda: None)
+    heartbeat.start(250)
+    # A bug in a slot becomes a message and a log entry, never a traceback on a terminal nobody reads.
+    sys.excepthook = lambda kind, error, tb: window.report_unexpected(error.with_traceback(tb), "the studio")
     window.show()
     if len(argv) > 1:
         window.open_path(argv[1])

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.dub import DubJob, DubResult
-from core.errors import AvatarStudioError
+from core.errors import AvatarStudioError, log_unexpected
 from core.jobs import Job
 from core.layout import AVATAR_FILE
 from core.project import Project
@@ -217,8 +217,18 @@ class MainWindow(QMainWindow):
             self.job_label.setText(message)
 
     def _job_failed(self, name: str, error: Exception) -> None:
-        self.show_error(f"{name} failed: {error}",
-                        None if isinstance(error, AvatarStudioError) else getattr(error, "traceback_text", None))
+        """An expected failure shows its message; a bug says where its details were written, never a traceback."""
+        if isinstance(error, AvatarStudioError):
+            self.show_error(f"{name} failed: {error}")
+            return
+        self.report_unexpected(error, name)
+
+    def report_unexpected(self, error: BaseException, doing: str) -> None:
+        """A bug: its traceback goes to the log (the project's, when one is open) and the user reads where."""
+        pr = self.state.project
+        log = log_unexpected(error, pr.root if pr is not None else None, doing)
+        self.show_error(f"Something went wrong in {doing} ({type(error).__name__}: {error}). The details are in "
+                        f"{log}.")
 
     def _job_ended(self, _name: str) -> None:
         if self.job is not None:
@@ -252,10 +262,10 @@ class MainWindow(QMainWindow):
         """Create or open a project (``make``), make it current and remember it; errors are shown."""
         try:
             project = make(folder)
+            self.state.set_project(project)  # refused while another process writes there
         except AvatarStudioError as e:
             self.show_error(str(e))
             return None
-        self.state.set_project(project)
         self._remember_recent(project.root)
         return project
 
@@ -422,6 +432,7 @@ class MainWindow(QMainWindow):
                 panel.shutdown()
         if self.state.project is not None:
             self.save_project()
+            self.state.set_project(None)  # the project is unlocked for other processes
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         super().closeEvent(event)

@@ -161,6 +161,12 @@ class StudioState(QObject):
         self.playback = Playback(self)  # the transport: plays, steps and shuttles the playhead
 
     def set_project(self, project: Project | None) -> None:
+        """Make ``project`` the open one and keep it locked for this process while it is (ProjectError, and the
+        previous project stays open, when another process writes there)."""
+        if project is not None:
+            project.hold("studio")
+        if self.project is not None:
+            self.project.let_go()
         self.set_footage(None, None)
         self.project = project
         self.refresh_stages()  # before the panels hear of the project, so they read its stages' status

@@ -4,12 +4,11 @@ preview images, result, error and cancellation back on the UI thread as signals.
 from __future__ import annotations
 
 import time
-import traceback
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 
-from core.jobs import CancelToken, Cancelled, Job, Progress
+from core.jobs import Cancelled, CancelToken, Job, Progress
 
 
 class JobWorker(QObject):
@@ -19,7 +18,7 @@ class JobWorker(QObject):
     metrics = Signal(object)        # dict[str, float] of one Progress that carried metrics; never throttled
     image = Signal(object)          # uint8 [H,W,3] preview of one Progress that carried an image; never throttled
     finished = Signal(object)       # the job's result
-    errored = Signal(object)        # the exception (with .traceback_text for unexpected ones)
+    errored = Signal(object)        # the exception (its __traceback__ kept, for the log)
     cancelled = Signal()
     done = Signal()                 # always last, whichever of the three above came
 
@@ -55,7 +54,6 @@ class JobWorker(QObject):
         except Cancelled:
             self.cancelled.emit()
         except Exception as e:  # noqa: BLE001 - every error reaches the UI, none is lost in a thread
-            e.traceback_text = traceback.format_exc()  # type: ignore[attr-defined]
             self.errored.emit(e)
         else:
             self.finished.emit(result)

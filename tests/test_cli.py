@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.cli import main
-from core.layout import PROJECT_FILE
+from core.layout import LOCK_FILE, PROJECT_FILE
 from core.media import VideoWriter, load_audio, probe
 from core.project import Project
 
@@ -67,7 +67,7 @@ def test_ingest_bad_footage_is_named_and_project_untouched(media_dir, tmp_path, 
     err = capsys.readouterr().err
     assert case in err and problem in err
     assert (proj / PROJECT_FILE).read_bytes() == before
-    assert sorted(f.name for f in proj.iterdir()) == [PROJECT_FILE]
+    assert sorted(f.name for f in proj.iterdir()) == [LOCK_FILE, PROJECT_FILE]  # the lock file stays, unlocked
 
 
 def test_silent_footage_imports_and_a_sound_file_without_sound_is_named(tmp_path, capsys):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from core.errors import ProjectError
-from core.layout import PROJECT_FILE
+from core.layout import LOCK_FILE, PROJECT_FILE
 from core.project import FootageRef, FootageStatus, Project, file_sha256
 
 
@@ -35,7 +36,7 @@ def test_create_refuses_existing_project(tmp_path):
     (b'{"format": "avatar-studio-project", "version": 1, "name": ', "invalid JSON at line 1"),
     (b"\xff\xfe\x00garbage", "not UTF-8"),
     (b'{"hello": 1}', "not an Avatar Studio project file"),
-    (b'{"format": "avatar-studio-project", "version": 1}', "missing field"),
+    (b'{"format": "avatar-studio-project", "version": 1}', "name: missing"),
     (b'{"format": "avatar-studio-project", "version": 99, "name": "x"}', "newer Avatar Studio"),
 ])
 def test_corrupt_project_json_is_named(tmp_path, content, problem):
@@ -57,15 +58,19 @@ def test_crash_between_write_and_rename_keeps_previous_version(tmp_path, monkeyp
     p = Project.create(tmp_path, name="before")
     p.name = "after"
 
+    replace = os.replace
+
     def crash(src, dst):
-        raise KeyboardInterrupt("power cut")  # the process dies after the temp file is written and synced
+        if Path(dst).name == PROJECT_FILE:
+            raise KeyboardInterrupt("power cut")  # the process dies after the temp file is written and synced
+        replace(src, dst)
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
         p.save()
     monkeypatch.undo()
     assert Project.open(tmp_path).name == "before"
-    assert [f.name for f in tmp_path.iterdir()] == [PROJECT_FILE]  # no temp file left behind
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted([PROJECT_FILE, LOCK_FILE])  # no temp file left
 
 
 def test_crash_leaving_temp_file_still_loads_previous(tmp_path):
@@ -76,7 +81,9 @@ def test_crash_leaving_temp_file_still_loads_previous(tmp_path):
 
 def _ref(path) -> FootageRef:
     st = path.stat()
-    return FootageRef(str(path), file_sha256(path), st.st_size, st.st_mtime, {})
+    info = {"container": "mp4", "duration": 1.0, "fps": "25/1", "width": 64, "height": 64, "frame_count": 25,
+            "video_codec": "h264", "audio": []}
+    return FootageRef(str(path), file_sha256(path), st.st_size, st.st_mtime, info)
 
 
 def test_footage_moved_changed_touched_and_relinked(tmp_path):

@@ -218,7 +218,7 @@ def test_cancel_import_leaves_project_as_it_was(window, qtbot, media_dir, tmp_pa
     assert "cancelled" in window.statusBar().currentMessage()
     assert window.last_error is None
     assert Project.open(tmp_path / "proj").footage is None
-    assert sorted(f.name for f in (tmp_path / "proj").iterdir()) == ["project.json"]
+    assert sorted(f.name for f in (tmp_path / "proj").iterdir()) == [".lock", ".lock.json", "project.json"]  # open: held
 
 
 def test_reopen_restores_frame_and_reports_moved_footage(window, qtbot, media_dir, tmp_path):

@@ -207,9 +207,10 @@ def test_load_tracking_missing_or_corrupt(tmp_path):
         load_tracking(project)
     assert "tracking.npz" in str(e.value)
     project.path("tracking.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ProjectError, match="corrupt"):
+    with pytest.raises(ProjectError, match="the tracking is damaged .* moved aside to tracking.npz.damaged: track"):
         load_tracking(project)
+    assert not project.path("tracking.npz").exists() and project.path("tracking.npz.damaged").is_file()
     with open(project.path("tracking.npz"), "wb") as f:
         np.savez(f, landmarks=np.zeros((2, 478, 2), np.float32))
-    with pytest.raises(ProjectError, match="lack depth"):
+    with pytest.raises(ProjectError, match="it lacks depth.*tracking.npz.damaged.2"):
         load_tracking(project)

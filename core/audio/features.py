@@ -31,14 +31,14 @@ from core.audio.mouth import crop_transforms, lower_face_crops, mouth_opening, m
 from core.audio.train_ave import AveData, AveTrainConfig, AveTrainer, mouth_score, train_ave
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError, ProjectError
-from core.fsutil import atomic_path, load_npz, save_npz
+from core.fsutil import Unreadable, atomic_path, load_npz, load_torch, save_npz
 from core.ingest import is_silent
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.layout import AUDIO_FILE, ENCODER_FILE, FEATURES_FILE, TRAIN_FILE
 from core.media import AUDIO_RATE, FrameReader, load_audio
 from core.options import option
 from core.pipeline import begin
-from core.project import Project
+from core.project import Project, damaged, writes_project
 from core.speech.frontend import Frontend
 from core.speech.lipsync import estimates, speech_model
 from core.speech.model import model_digest
@@ -169,13 +169,17 @@ class AveEncoder:
 
     @classmethod
     def load(cls, path: Path) -> "AveEncoder":
+        if not path.is_file():
+            raise ProjectError(path, "no trained audio encoder: make the audio features again (avatar-studio-cli "
+                                     "audio)")
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            saved = load_torch(path)
             net = AudioEncoder(int(saved["width"]))
             net.load_state_dict(saved["encoder"])
             return cls(net.eval(), from_dict(MelConfig, json.loads(saved["mel"])), saved["id"])
-        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise ProjectError(path, f"the audio encoder cannot be read ({e}): run the audio stage again") from e
+        except (Unreadable, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+            raise damaged(path, "the audio encoder", str(e), "make the audio features again (avatar-studio-cli "
+                                                              "audio)") from e
 
 
 @dataclass
@@ -245,9 +249,12 @@ def load_encoder(project: Project, config: AudioConfig | None = None) -> Feature
 def load_features(project: Project) -> AudioFeatures:
     """The footage's features saved by the audio stage; ProjectError when missing or corrupt."""
     path = project.path(FEATURES_FILE)
-    data = load_npz(path) if path.is_file() else None
-    if data is None or "features" not in data:
+    if not path.is_file():
         raise ProjectError(path, "no audio features: run the audio stage first (avatar-studio-cli audio)")
+    data = load_npz(path)
+    if data is None or not {"features", "encoder", "report"} <= set(data):
+        raise damaged(path, "the audio features", "not a readable features file",
+                      "make them again (avatar-studio-cli audio)")
     blocks = tuple(int(b) for b in data["blocks"]) if "blocks" in data else ()
     return AudioFeatures(data["features"], str(data["encoder"]), json.loads(str(data["report"])), blocks)
 
@@ -256,9 +263,12 @@ def load_summary(project: Project) -> AudioFeatures:
     """The saved features' encoder, report and training curve, without the features themselves (an empty
     [0,0] array): quick enough to show when a project opens. ProjectError when missing or corrupt."""
     path = project.path(FEATURES_FILE)
-    data = load_npz(path, ("encoder", "report", "history")) if path.is_file() else None
-    if data is None or "report" not in data:
+    if not path.is_file():
         raise ProjectError(path, "no audio features: run the audio stage first (avatar-studio-cli audio)")
+    data = load_npz(path, ("encoder", "report", "history"))
+    if data is None or not {"encoder", "report"} <= set(data):
+        raise damaged(path, "the audio features", "not a readable features file",
+                      "make them again (avatar-studio-cli audio)")
     history = json.loads(str(data["history"])) if "history" in data else []
     return AudioFeatures(np.zeros((0, 0), np.float32), str(data["encoder"]), json.loads(str(data["report"])),
                          history=history)
@@ -285,6 +295,7 @@ class AudioFeaturesJob:
     config: AudioConfig = AudioConfig()
     name: str = "Audio features"
 
+    @writes_project
     def run(self, progress: ProgressFn, cancel: CancelToken) -> AudioFeatures:
         config = self.config
         if config.encoder not in ENCODERS:
@@ -337,7 +348,7 @@ class AudioFeaturesJob:
         report["mouth_r"] = mouth_score(features, tracking["landmarks"], config.train.holdout, blocks)
 
         # Everything is computed: the project changes as a whole from here.
-        files = [FEATURES_FILE] + ([ENCODER_FILE, TRAIN_FILE] if trains else [])
+        files = [FEATURES_FILE] + ([ENCODER_FILE] if trains else [])  # results; the checkpoint is not one
         if trains:
             ave.save(self.project.path(ENCODER_FILE), report)
         save_npz(self.project.path(FEATURES_FILE), {

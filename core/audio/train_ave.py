@@ -29,7 +29,7 @@ from core.audio.ave import SYNC_FRAMES, AudioEncoder, MouthHead, VisualEncoder, 
 from core.audio.mel import MelConfig, frame_mel_index, log_mel, windows_at
 from core.audio.mouth import mouth_opening
 from core.config import config_hash, to_dict
-from core.fsutil import atomic_path
+from core.fsutil import Unreadable, atomic_path, load_torch, set_aside
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.metrics import pearson
 from core.options import option
@@ -272,12 +272,15 @@ def train_ave(data: AveData, cfg: AveTrainConfig, checkpoint: Path, progress: Pr
     key = {"config": config_hash(cfg), "data": data.key()}
     if checkpoint.is_file():
         try:
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - an unreadable checkpoint is started over, not fatal
-            saved = None
-        if saved is not None and saved.get("key") == key:
-            trainer.load_state_dict(saved["trainer"])
-            progress(Progress(trainer.step / cfg.steps, f"Resumed audio encoder training at step {trainer.step}"))
+            saved = load_torch(checkpoint)
+            if saved.get("key") == key:
+                trainer.load_state_dict(saved["trainer"])
+                progress(Progress(trainer.step / cfg.steps, f"Resumed audio encoder training at step {trainer.step}"))
+        except (Unreadable, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+            trainer = AveTrainer(data, cfg)  # nothing half-loaded is kept
+            aside = set_aside(checkpoint)
+            progress(Progress(0.0, f"The audio encoder's checkpoint was damaged ({e}); moved aside to {aside.name}, "
+                                   "training starts over"))
 
     def save() -> None:
         with atomic_path(checkpoint) as tmp:

@@ -24,7 +24,7 @@ from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AUDIO_FILE, eval_files
 from core.media import AUDIO_RATE, FrameReader, VideoWriter, load_audio
 from core.metrics import mouth_sync_r
-from core.project import Project
+from core.project import Project, writes_project
 from core.split import training_frames
 
 MOUTHS = ("audio", "tracked")   # what drives the lips in evaluation
@@ -40,6 +40,7 @@ class EvalJob:
         if self.mouth not in MOUTHS:   # a clear error now rather than after loading the avatar
             raise ValueError(f"mouth must be one of {MOUTHS}, got {self.mouth!r}")
 
+    @writes_project
     def run(self, progress: ProgressFn, cancel: CancelToken) -> dict[str, float]:
         project = self.project
         report_file, video_file = eval_files(self.mouth)

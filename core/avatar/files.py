@@ -12,7 +12,8 @@ from core.avatar.config import TrainConfig
 from core.avatar.model import AvatarModel
 from core.config import from_dict, to_dict
 from core.errors import ProjectError
-from core.fsutil import atomic_path
+from core.fsutil import Unreadable, atomic_path, load_torch
+from core.project import damaged
 
 
 def save_avatar(path: Path, model: AvatarModel, config: TrainConfig) -> None:
@@ -26,10 +27,10 @@ def load_avatar(path: Path) -> tuple[AvatarModel, TrainConfig]:
     if not path.is_file():
         raise ProjectError(path, "no trained avatar: train it first (avatar-studio-cli train)")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_torch(path)
         config = from_dict(TrainConfig, json.loads(saved["config"]))
         model = AvatarModel.empty(int(saved["n"]), int(saved["audio_dim"]), config.avatar)
         model.load_state_dict(saved["model"])
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise ProjectError(path, f"the avatar cannot be read ({e}): train it again") from e
+    except (Unreadable, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+        raise damaged(path, "the avatar", str(e), "train it again (avatar-studio-cli train)") from e
     return model.eval(), config

@@ -45,12 +45,12 @@ from core.avatar.views import FootageViews
 from core.compose.portrait import portrait_mask
 from core.config import to_dict
 from core.errors import AvatarStudioError, ProjectError
-from core.fsutil import atomic_path
+from core.fsutil import Unreadable, atomic_path, load_torch, set_aside
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AVATAR_FILE, CHECKPOINT_FILE
 from core.media import FrameReader
 from core.pipeline import begin
-from core.project import Project
+from core.project import Project, writes_project
 from core.render.api import RenderOutput, rasterize
 from core.speech.targets import tracked_targets
 from core.split import training_frames
@@ -254,6 +254,7 @@ class TrainAvatarJob:
     pause: threading.Event = field(default_factory=threading.Event)
     name: str = "Train avatar"
 
+    @writes_project
     def run(self, progress: ProgressFn, cancel: CancelToken) -> TrainResult:
         config, project = self.config, self.project
         if config.backend == "cuda" and not torch.cuda.is_available():
@@ -261,13 +262,17 @@ class TrainAvatarJob:
                                     "use the cpu-draft preset")
         run = begin(project, STAGE, to_dict(config))  # never train on another footage's tracking or features
         key = json.dumps({"config": run.config, "inputs": run.inputs}, sort_keys=True)
-        if run.up_to_date and project.path(AVATAR_FILE).is_file():
-            progress(Progress(1.0, "The avatar is up to date"))
-            return TrainResult(config.steps, len(load_avatar(project.path(AVATAR_FILE))[0]))
+        if run.up_to_date:
+            try:
+                model = load_avatar(project.path(AVATAR_FILE))[0]
+                progress(Progress(1.0, "The avatar is up to date"))
+                return TrainResult(config.steps, len(model))
+            except ProjectError as e:  # damaged, and moved aside: train it again
+                progress(Progress(0.0, str(e)))
 
         data = load_train_data(project, config, lambda p: progress(Progress(0.02 * p.fraction, p.message)), cancel)
         checkpoint = project.path(CHECKPOINT_FILE)
-        trainer, history = self._resume(checkpoint, key, data)
+        trainer, history = self._resume(checkpoint, key, data, progress)
         if trainer is None:
             trainer = AvatarTrainer(initial_model(project, data, config), data, config)
 
@@ -293,21 +298,26 @@ class TrainAvatarJob:
                 save()
 
         save_avatar(project.path(AVATAR_FILE), trainer.model, config)
-        run.record([AVATAR_FILE, CHECKPOINT_FILE])
+        run.record([AVATAR_FILE])
         progress(Progress(1.0, f"Trained the avatar: {config.steps} steps, {len(trainer.model)} Gaussians"))
         return TrainResult(trainer.step, len(trainer.model), history)
 
-    def _resume(self, checkpoint: Path, key: str, data: TrainData) -> tuple[AvatarTrainer | None, list]:
-        """The checkpointed trainer and curve when the checkpoint was made with this config and these inputs."""
+    def _resume(self, checkpoint: Path, key: str, data: TrainData,
+                progress: ProgressFn) -> tuple[AvatarTrainer | None, list]:
+        """The checkpointed trainer and curve when the checkpoint was made with this config and these inputs. A
+        damaged checkpoint is moved aside and training starts over, saying so."""
         if not checkpoint.is_file():
             return None, []
         try:
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            saved = load_torch(checkpoint)
             if saved.get("key") != key:
                 return None, []
             return AvatarTrainer.from_state(saved["trainer"], data, self.config), json.loads(saved["history"])
-        except (OSError, KeyError, RuntimeError, ValueError, TypeError, EOFError):
-            return None, []   # unreadable (killed mid-write cannot happen: writes are atomic): start over
+        except (Unreadable, KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+            aside = set_aside(checkpoint)
+            progress(Progress(0.02, f"The checkpoint was damaged ({e}); moved aside to {aside.name}, training "
+                                    "starts over"))
+            return None, []
 
     @staticmethod
     def _preview(trainer: AvatarTrainer) -> np.ndarray:

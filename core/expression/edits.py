@@ -12,7 +12,7 @@ import numpy as np
 from core.errors import ProjectError
 from core.fsutil import load_npz, save_npz
 from core.layout import EDITS_FILE
-from core.project import Project
+from core.project import Project, damaged
 from core.tracking.landmarks import BLENDSHAPE_NAMES
 
 
@@ -21,8 +21,9 @@ def save_edits(project: Project, blendshapes: np.ndarray) -> None:
     blendshapes = np.asarray(blendshapes, np.float32)
     if blendshapes.ndim != 2 or blendshapes.shape[1] != len(BLENDSHAPE_NAMES):
         raise ValueError(f"an expression track is [T,{len(BLENDSHAPE_NAMES)}], got {blendshapes.shape}")
-    save_npz(project.path(EDITS_FILE), {"blendshapes": np.clip(blendshapes, 0.0, 1.0),
-                                        "blendshape_names": np.array(BLENDSHAPE_NAMES)})
+    with project.writing("save edits"):
+        save_npz(project.path(EDITS_FILE), {"blendshapes": np.clip(blendshapes, 0.0, 1.0),
+                                            "blendshape_names": np.array(BLENDSHAPE_NAMES)})
 
 
 def load_edits(project: Project, frames: int) -> dict[str, np.ndarray] | None:
@@ -33,7 +34,7 @@ def load_edits(project: Project, frames: int) -> dict[str, np.ndarray] | None:
         return None
     data = load_npz(path)
     if data is None or "blendshapes" not in data or "blendshape_names" not in data:
-        raise ProjectError(path, "the edited expressions cannot be read: edit them again or delete the file")
+        raise damaged(path, "the edited expressions", "not a readable edits file", "edit them again")
     if len(data["blendshapes"]) != frames:
         raise ProjectError(path, f"the edited expressions cover {len(data['blendshapes'])} frames and the footage "
                                  f"{frames}: edit them again or delete the file")

@@ -14,7 +14,7 @@ from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import TRACKED_CSV_FILE
 from core.options import option
 from core.pipeline import begin
-from core.project import Project
+from core.project import Project, writes_project
 from core.tracking.pose import euler_degrees
 from core.tracking.track import load_tracking
 
@@ -32,6 +32,7 @@ class TrackedCsvJob:
     config: TrackedCsvConfig = TrackedCsvConfig()
     name: str = "Export tracked blendshapes"
 
+    @writes_project
     def run(self, progress: ProgressFn, cancel: CancelToken) -> ArkitTake:
         run = begin(self.project, STAGE, to_dict(self.config))
         if run.up_to_date:

@@ -71,6 +71,10 @@ def read_ply(path: str | Path) -> Splats:
     for name, count, props in elements:
         if any(t == "list" for _, t in props):
             raise MediaError(path, f"PLY element '{name}' has list properties, which 3DGS files never have")
+        names = [p for p, _ in props]
+        twice = sorted({p for p in names if names.count(p) > 1})
+        if twice:
+            raise MediaError(path, f"PLY element '{name}' declares {', '.join(twice)} more than once")
         dtype = np.dtype([(p, order + t) for p, t in props])
         if name == "vertex":
             break
@@ -99,13 +103,20 @@ def read_ply(path: str | Path) -> Splats:
     sh[:, 0] = col("f_dc_0", "f_dc_1", "f_dc_2")
     rest = col(*[f"f_rest_{i}" for i in range(n_rest)]) if n_rest else np.empty((count, 0), np.float32)
     sh[:, 1:] = rest.reshape(count, 3, k - 1).transpose(0, 2, 1)  # channel-major -> [N,K-1,3]
-    return Splats(
+    splats = Splats(
         means=col("x", "y", "z"),
         quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
         log_scales=col("scale_0", "scale_1", "scale_2"),
         opacity_logits=v["opacity"].astype(np.float32),
         sh=sh,
     )
+    bad = {f: int((~np.isfinite(getattr(splats, f))).sum()) for f in ("means", "quats", "log_scales",
+                                                                    "opacity_logits", "sh")}
+    bad = {f: n for f, n in bad.items() if n}
+    if bad:
+        raise MediaError(path, "holds values that are not finite numbers (NaN or infinity, or too large for "
+                               f"float32): {', '.join(f'{n} in {f}' for f, n in bad.items())}")
+    return splats
 
 
 def write_ply(path: str | Path, splats: Splats) -> None:

@@ -21,7 +21,7 @@ from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.layout import LANDMARKS_FILE, TRACKING_FILE
 from core.media import FrameReader
 from core.pipeline import begin
-from core.project import Project
+from core.project import Project, damaged, writes_project
 from core.tracking.landmarks import BLENDSHAPE_NAMES, LandmarkConfig, Landmarks, detect_landmarks
 from core.tracking.pose import PoseConfig, fit_pose
 from core.tracking.regions import regions
@@ -66,6 +66,7 @@ class TrackJob:
     face: int | None = None
     name: str = "Track face"
 
+    @writes_project
     def run(self, progress: ProgressFn, cancel: CancelToken) -> dict[str, np.ndarray]:
         config = self.config
         if self.face is not None:
@@ -133,11 +134,10 @@ def load_tracking(project: Project) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ProjectError(path, "no tracking results: track the face first (avatar-studio-cli track --project DIR)")
     data = load_npz(path)
-    if data is None:
-        raise ProjectError(path, "tracking results are corrupt: track the face again")
-    missing = [k for k in TRACKING_KEYS if k not in data]
-    if missing:
-        raise ProjectError(path, f"tracking results lack {', '.join(missing)}: track the face again")
+    missing = [k for k in TRACKING_KEYS if k not in data] if data is not None else []
+    if data is None or missing:
+        why = f"it lacks {', '.join(missing)}" if missing else "not a readable .npz file"
+        raise damaged(path, "the tracking", why, "track the face again (avatar-studio-cli track)")
     return data
 
 
