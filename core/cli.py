@@ -165,6 +165,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_avatars(args: argparse.Namespace) -> int:
+    from core.avatar.archive import archived, restore
+
+    project = Project.open(args.project)
+    if args.restore:
+        with project.writing("restore avatar"):
+            kept = restore(project, args.restore)
+        say(f"Restored the avatar {args.restore}" + (f"; the one it replaced is kept as {kept.name}" if kept else ""))
+        status = stage_status(project)["avatar"]
+        say(f"  avatar: {status.state}" + (f" ({status.reason})" if status.reason else ""))
+        return 0
+    kept = archived(project)
+    if not kept:
+        say(f"{project.name} keeps no earlier avatars")
+    for a in kept:
+        say(f"  {a.name}: {a.preset}, {a.steps:,} steps, " + (f"trained {a.created}" if a.trained
+                                                                 else "an unfinished run"))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from core.avatar.evaluate import EvalJob
     from core.layout import eval_files
@@ -286,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, nargs=2, default=None, metavar=("STAGE1", "STAGE2"),
                    help="steps of each stage instead of the preset's")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("avatars", help="the avatars kept when a run with another config replaced them; --restore "
+                                      "brings one back")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    s.add_argument("--restore", metavar="NAME", help="make this kept avatar the project's again (the current one "
+                                                     "is kept)")
+    s.set_defaults(func=cmd_avatars)
 
     s = sub.add_parser("eval", help="score the avatar on the held-out frames: PSNR, SSIM, LMD, mouth sync; "
                                     "writes eval.json and a side-by-side eval.mp4")

@@ -12,6 +12,7 @@ ENCODER_FILE = "ave.pt"                # audio: the audio-visual encoder trained
 TRAIN_FILE = "ave_train.pt"            # audio: that encoder's resumable training state
 AVATAR_FILE = "avatar.pt"              # avatar: the trained avatar
 CHECKPOINT_FILE = "avatar_train.pt"    # avatar: the resumable training state
+AVATARS_DIR = "avatars"                # avatars kept when another run replaced them (core.avatar.archive)
 EVAL_FILE = "eval.json"                # evaluation of the audio-driven avatar on the held-out frames
 VIDEO_FILE = "eval.mp4"                # its side-by-side video
 EDITS_FILE = "expression_edits.npz"    # expression edits over the footage's frames

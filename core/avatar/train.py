@@ -35,6 +35,7 @@ from torch import Tensor
 
 from core.audio.features import MelEncoder, SpeechEncoder, load_features
 from core.audio.mouth import standardised_mouths
+from core.avatar.archive import keep_current
 from core.avatar.config import TrainConfig
 from core.avatar.files import load_avatar, save_avatar
 from core.avatar.gaussians import canonical_gaussians
@@ -47,7 +48,7 @@ from core.config import to_dict
 from core.errors import AvatarStudioError, ProjectError
 from core.fsutil import Unreadable, atomic_path, load_torch, set_aside
 from core.jobs import CancelToken, Progress, ProgressFn
-from core.layout import AVATAR_FILE, CHECKPOINT_FILE
+from core.layout import AVATAR_FILE, AVATARS_DIR, CHECKPOINT_FILE
 from core.media import FrameReader
 from core.pipeline import begin
 from core.project import Project, writes_project
@@ -274,6 +275,9 @@ class TrainAvatarJob:
         checkpoint = project.path(CHECKPOINT_FILE)
         trainer, history = self._resume(checkpoint, key, data, progress)
         if trainer is None:
+            kept = keep_current(project)  # another config's avatar or run: kept, never overwritten
+            if kept is not None:
+                progress(Progress(0.02, f"The previous avatar is kept in {AVATARS_DIR}/{kept.name}"))
             trainer = AvatarTrainer(initial_model(project, data, config), data, config)
 
         def save() -> None:
