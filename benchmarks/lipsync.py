@@ -66,8 +66,8 @@ def subject(clip: str, workdir: Path) -> dict:
     n_train = training_frames(n, HOLDOUT)
     return {"audio": load_audio(project.path(AUDIO_FILE)), "fps": Fraction(project.checked_footage().info["fps"]),
             "opening": mouth_opening(landmarks), "n": n, "n_train": n_train,
-            "mouths": standardised_mouths(landmarks, n_train),
-            "tracked": tracked_targets(landmarks, tracking["blendshapes"], n_train)}
+            "mouths": standardised_mouths(landmarks, np.arange(n_train)),
+            "tracked": tracked_targets(landmarks, tracking["blendshapes"], np.arange(n_train))}
 
 
 def readout(features: np.ndarray, s: dict) -> AvatarModel:

@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.avatar.deform import AttributeMLP, AudioProjection, DeformConfig, DeformationField  # noqa: E402
+from core.avatar.deform import AttributeMLP, AudioProjection, DeformationField, DeformConfig  # noqa: E402
 from core.avatar.triplane import Triplane  # noqa: E402
 from core.compose.portrait import composite, portrait_mask  # noqa: E402
 from core.ingest import IngestJob  # noqa: E402

@@ -101,7 +101,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_track(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from core.tracking.track import TrackConfig, TrackJob
+    from core.tracking.track import TrackConfig, TrackJob, without_face
 
     faces = TrackConfig().landmarks.max_faces
     if args.face is not None and not 0 <= args.face < faces:
@@ -114,6 +114,11 @@ def cmd_track(args: argparse.Namespace) -> int:
     say(f"Tracked {project.name}: a face on {int(detected.sum())}/{len(detected)} frames "
         f"({int((valid & ~detected).sum())} interpolated), focal {float(result['focal']):.1f} px, "
         f"mean reprojection error {reproj:.2f} px")
+    if (~valid).mean() > 0.1:
+        fps = float(Fraction(project.footage.info["fps"]))
+        spans = ", ".join(f"{a / fps:.1f}-{b / fps:.1f} s" for a, b in without_face(valid))
+        say(f"warning: no face in {int((~valid).sum())} frames ({100 * (~valid).mean():.0f}%: {spans}); training "
+            "and evaluation skip them and a dub shows them as they are")
     return 0
 
 
@@ -191,7 +196,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     project = Project.open(args.project)
     r = run_with_bar(EvalJob(project, args.mouth))
-    say(f"Held-out frames {r['first_frame']}-{r['first_frame'] + r['frames'] - 1} of {project.name}, "
+    last = r['first_frame'] + r['frames'] + r.get('without_face', 0) - 1
+    skipped = f" ({r['without_face']} without a face in view, not scored)" if r.get("without_face") else ""
+    say(f"Held-out frames {r['first_frame']}-{last} of {project.name}{skipped}, "
         f"lips driven by their {'audio' if args.mouth == 'audio' else 'tracked mouths'}:")
     say(f"  face PSNR {r['face_psnr']:.2f} dB, full-frame PSNR {r['full_psnr']:.2f} dB, SSIM {r['ssim']:.3f}")
     say(f"  mouth LMD {r['lmd_centred']:.2f} px centred, {r['lmd_raw']:.2f} px raw; "

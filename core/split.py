@@ -16,6 +16,13 @@ def training_frames(n_frames: int, holdout: float) -> int:
     return max(MIN_TRAIN_FRAMES, int(round(n_frames * (1 - holdout))))
 
 
+def trained_on(valid: np.ndarray, holdout: float) -> np.ndarray:
+    """int [N]: the frames training reads: those before the held-out tail with a face in view (``valid`` bool
+    [T], tracking's: detected, or bridged over a short gap). Frames without a face are neither learnt from nor
+    rendered over."""
+    return np.flatnonzero(valid[:training_frames(len(valid), holdout)])
+
+
 def feature_blocks(blocks: Sequence[int], width: int) -> list[slice]:
     """The column slices of encoders ``blocks`` wide that lie side by side in features ``width`` wide (one
     slice over all of them for no blocks); ValueError when the widths do not add up."""

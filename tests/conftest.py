@@ -151,3 +151,30 @@ def trained_project(voiced_project, tmp_path_factory):
         return made[clip]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def faceless_clip(media_dir, tmp_path_factory):
+    """gap (a range of frames, or None) -> katie_8s.mp4 re-encoded with those frames replaced by a view with no face
+    (the camera on the backdrop), made once per session."""
+    import numpy as np
+
+    from core.media import FrameReader, VideoWriter, load_audio
+
+    made: dict[tuple[int, int] | None, Path] = {}
+
+    def get(gap: range | None) -> Path:
+        key = (gap.start, gap.stop) if gap is not None else None
+        if key not in made:
+            src, out = media_dir / "katie_8s.mp4", tmp_path_factory.mktemp("faceless") / "katie.mp4"
+            with FrameReader(src) as reader, VideoWriter(out, reader.fps, reader.size, load_audio(src)) as video:
+                for i, frame in enumerate(reader):
+                    if gap is not None and i in gap:
+                        colour = frame[:8, :8].reshape(-1, 3).mean(0).astype(np.uint8)
+                        noise = np.random.default_rng(i).integers(0, 6, frame.shape)
+                        frame = (np.broadcast_to(colour, frame.shape) + noise).astype(np.uint8)
+                    video.write(frame)
+            made[key] = out
+        return made[key]
+
+    return get

@@ -226,3 +226,38 @@ def test_an_unexpected_error_is_logged_in_the_project_not_shown_as_a_traceback(t
     log = (root / LOG_FILE).read_text()
     assert "avatar-studio-cli track" in log and "RuntimeError: a bug" in log and "Traceback" in log
     assert status(Project.open(root))["tracking"].current            # the failed run changed nothing
+
+
+# --- 6. a face that leaves the frame ---------------------------------------------------------------------------
+GAP = range(60, 110)  # 2 s at 25 fps, inside the training part of katie_8s (the last 20% is held out)
+
+
+@pytest.mark.slow
+def test_frames_without_a_face_are_skipped_by_training_and_passed_through_by_the_dub(media_dir, faceless_clip,
+                                                                                      tmp_path, capsys):
+    from core.media import FrameReader
+
+    psnr = {}
+    for name, gap in (("whole", None), ("gap", GAP)):
+        clip, root = faceless_clip(gap), tmp_path / name
+        assert main(["ingest", str(clip), "--project", str(root)]) == 0
+        assert main(["track", "--project", str(root)]) == 0
+        tracked = capsys.readouterr().out
+        assert ("warning: no face in 50 frames (25%: 2.4-4.4 s)" in tracked) == (gap is not None)
+        assert main(["audio", "--project", str(root)]) == 0
+        assert main(["train", "--project", str(root), "--preset", "tiny", "--steps", "150", "150"]) == 0
+        assert main(["eval", "--project", str(root)]) == 0
+        psnr[name] = json.loads((root / "eval.json").read_text())["face_psnr"]
+    assert abs(psnr["gap"] - psnr["whole"]) <= 1.0, psnr
+
+    out = tmp_path / "dub.mp4"
+    assert main(["dub", "--project", str(tmp_path / "gap"), "--audio", str(media_dir / "speech_radio_8s_16k.wav"),
+                 "--out", str(out), "--source-start", str(GAP.start - 5), "--end", "2.4", "--no-watermark"]) == 0
+    assert "note: 50 of its frames show footage without a face in view: passed through unchanged" in \
+        capsys.readouterr().out
+    with FrameReader(out) as dub, FrameReader(faceless_clip(GAP)) as source:
+        for k in range(5, 55):                          # dub frame k shows source frame GAP.start - 5 + k
+            diff = np.abs(dub.read(k).astype(int) - source.read(GAP.start - 5 + k).astype(int)).mean()
+            assert diff < 2.0, (k, diff)                # the same picture, up to a second encoding
+        rendered = np.abs(dub.read(2).astype(int) - source.read(GAP.start - 3).astype(int)).mean()
+    assert rendered > 0.5                               # before the gap the face was rendered over

@@ -111,3 +111,27 @@ def test_cancel_tracking_from_the_panel_leaves_the_project_as_it_was(window, qtb
     assert "cancelled" in window.statusBar().currentMessage() and window.last_error is None
     assert window.state.tracking is None and panel.run_button.isEnabled()
     assert {p.name: p.read_bytes() for p in (tmp_path / "katie").iterdir()} == before
+
+
+def test_the_timeline_shades_the_frames_without_a_face(qtbot, qapp, faceless_clip, tmp_path, artifacts_dir):
+    from PySide6.QtCore import QSettings
+
+    from studio.main_window import MainWindow
+
+    root = tmp_path / "gap"
+    project = Project.create(root)
+    run_job(IngestJob(project, faceless_clip(range(60, 110))))
+    run_job(TrackJob(project))
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_project(root)
+    qtbot.waitUntil(lambda: w.job is None and w.state.tracking is not None, timeout=20_000)
+    timeline = w.panels["timeline"]
+    assert [tuple(r.getRegion()) for r in timeline.faceless] == [(59.5, 109.5)]
+    assert "No face in view: frames 60-109" in timeline.faceless[0].toolTip()
+    assert "No face in view on 50 frames (shaded on the timeline)" in w.panels["tracking"].summary.text()
+    w.state.set_frame(80)
+    qtbot.wait(200)
+    assert w.grab().save(str(artifacts_dir / "studio_timeline_no_face.png"))
+    w.close()

@@ -53,11 +53,11 @@ def mouth_targets(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([mouth_opening(landmarks)[:, None], lip_shape(landmarks).reshape(len(landmarks), -1)], axis=1)
 
 
-def standardised_mouths(landmarks: np.ndarray, n_train: int) -> np.ndarray:
+def standardised_mouths(landmarks: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """float32 [T,81]: each frame's tracked mouth (mouth_targets) of landmarks [T,478,2], as
-    z-scores over the training frames [0, n_train): what the lip feature reads in training."""
+    z-scores over the training ``frames`` (int [N]): what the lip feature reads in training."""
     mouth = mouth_targets(landmarks)                                                     # [T,81]
-    return ((mouth - mouth[:n_train].mean(0)) / (mouth[:n_train].std(0) + 1e-6)).astype(np.float32)
+    return ((mouth - mouth[frames].mean(0)) / (mouth[frames].std(0) + 1e-6)).astype(np.float32)
 
 
 def crop_transforms(landmarks: np.ndarray, smooth: int = 5) -> np.ndarray:

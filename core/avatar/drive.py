@@ -21,7 +21,7 @@ from core.layout import AVATAR_FILE
 from core.pipeline import require_current
 from core.project import Project
 from core.render.api import rasterize
-from core.split import training_frames
+from core.split import trained_on
 from core.tracking.track import load_tracking
 
 
@@ -50,7 +50,7 @@ class Driver:
     @cached_property
     def mouths(self) -> np.ndarray:
         """float32 [T,81]: the footage's tracked mouths as the lip feature reads them in training (z-scores)."""
-        return standardised_mouths(self.views.landmarks, training_frames(len(self.views), self.config.holdout))
+        return standardised_mouths(self.views.landmarks, trained_on(self.views.valid, self.config.holdout))
 
     def estimated_mouths(self, audio: np.ndarray) -> torch.Tensor:
         """The mouths [W,81] (z-scores) that the audio window [F,D] (``model.audio_window``) estimates for the frames

@@ -19,6 +19,7 @@ import numpy as np
 from core.audio.features import load_features
 from core.avatar.drive import Driver
 from core.baselines import score
+from core.errors import ProjectError
 from core.fsutil import atomic_write_json
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AUDIO_FILE, eval_files
@@ -49,20 +50,28 @@ class EvalJob:
         footage = project.checked_footage()
         fps = Fraction(footage.info["fps"])
         t = len(driver.views)
-        held = np.arange(training_frames(t, driver.config.holdout), t)
+        tail = np.arange(training_frames(t, driver.config.holdout), t)       # the held-out frames, in order
+        held = tail[driver.views.valid[tail]]                                  # those with a face: scored
+        if len(held) == 0:
+            raise ProjectError(project.root, "no held-out frame shows a face: nothing to evaluate")
         real, outputs, driven = [], [], []
         with FrameReader(footage.path) as reader:
-            for k, i in enumerate(held):
+            for k, i in enumerate(tail.tolist()):
                 cancel.check(self.name)
-                frame = reader.read(int(i))
+                frame = reader.read(i)
                 real.append(frame)
-                mouths = (driver.tracked_mouths(int(i)) if features is None
-                          else driver.estimated_mouths(driver.model.audio_window(features, int(i))))   # [W,81]
+                if not driver.views.valid[i]:
+                    outputs.append(frame)  # no face in view: shown as it is, never rendered over, not scored
+                    continue
+                mouths = (driver.tracked_mouths(i) if features is None
+                          else driver.estimated_mouths(driver.model.audio_window(features, i)))   # [W,81]
                 driven.append(driver.model.driven_opening(mouths))
-                outputs.append(driver.frame(frame, int(i), driver.lip_from(mouths), driver.views.expr[i]))
-                progress(Progress(0.8 * (k + 1) / len(held), f"Rendering held-out frame {k + 1}/{len(held)}"))
+                outputs.append(driver.frame(frame, i, driver.lip_from(mouths), driver.views.expr[i]))
+                progress(Progress(0.8 * (k + 1) / len(tail), f"Rendering held-out frame {k + 1}/{len(tail)}"))
         progress(Progress(0.8, "Tracking the renders"))
-        scores = score(outputs, real, driver.views.landmarks[held], fps)
+        scored = driver.views.valid[tail]
+        scores = score([o for o, v in zip(outputs, scored) if v], [r for r, v in zip(real, scored) if v],
+                       driver.views.landmarks[held], fps)
         # Before rendering: how the opening that drives the lips follows the real one. Its gap to mouth_r is what
         # the renderer loses; its gap to 1 what the audio-to-mouth estimate loses.
         scores["drive_r"], lag = mouth_sync_r(np.array(driven), driver.mouths[held, 0])
@@ -71,12 +80,13 @@ class EvalJob:
 
         progress(Progress(0.9, "Writing the side-by-side video"))
         audio = load_audio(project.path(AUDIO_FILE))
-        start, stop = (round(float(held[0] / fps) * AUDIO_RATE), round(float((held[-1] + 1) / fps) * AUDIO_RATE))
+        start, stop = (round(float(tail[0] / fps) * AUDIO_RATE), round(float((tail[-1] + 1) / fps) * AUDIO_RATE))
         h, w = real[0].shape[:2]
         with VideoWriter(project.path(video_file), fps, (2 * w - 2 * w % 2, h - h % 2), audio[start:stop]) as video:
             for a, b in zip(real, outputs):
                 video.write(np.concatenate([a, b], axis=1)[:h - h % 2, :2 * w - 2 * w % 2])
-        report = {**scores, "frames": int(len(held)), "first_frame": int(held[0]), "preset": driver.config.preset,
+        report = {**scores, "frames": int(len(held)), "first_frame": int(tail[0]),
+                  "without_face": int(len(tail) - len(held)), "preset": driver.config.preset,
                   "gaussians": len(driver.model), "mouth": self.mouth}
         atomic_write_json(project.path(report_file), report)
         progress(Progress(1.0, f"Evaluated {len(held)} held-out frames: face PSNR {scores['face_psnr']:.2f} dB"))

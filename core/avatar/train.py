@@ -54,7 +54,7 @@ from core.pipeline import begin
 from core.project import Project, writes_project
 from core.render.api import RenderOutput, rasterize
 from core.speech.targets import tracked_targets
-from core.split import training_frames
+from core.split import MIN_TRAIN_FRAMES, trained_on, training_frames
 from core.tracking.regions import mouth_box
 from core.tracking.template import NOSE_TIP, canonical_mesh
 from core.tracking.track import load_tracking
@@ -74,7 +74,8 @@ class TrainData:
     blocks: tuple[int, ...]   # each encoder's width in audio when several lie side by side; () for one
     mouth: np.ndarray         # float32 [T,81] the tracked mouth (core.audio.mouth.mouth_targets), standardised
     template: np.ndarray      # float [468,3] the subject's fitted face template, head space cm
-    n_train: int              # frames [0, n_train) are trained on
+    n_train: int              # frames [0, n_train) are the training part; the rest is held out
+    train_frames: np.ndarray  # int [N] the training part's frames with a face in view: those trained on
     calibration: np.ndarray | None = None  # float32 [T,25] for speech-model features: the footage's tracked values
                                            # of what they estimate (core.speech.targets.tracked_targets)
 
@@ -119,30 +120,33 @@ def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn 
             images[i] = crops.crop(frame, i)
             if progress and i % 25 == 0:
                 progress(Progress(i / len(images), "Cropping the face"))
-    n_train = training_frames(len(views), config.holdout)
+    n_train, frames = training_frames(len(views), config.holdout), trained_on(views.valid, config.holdout)
+    if len(frames) < MIN_TRAIN_FRAMES:
+        raise ProjectError(project.root, f"only {len(frames)} of the {n_train} training frames show a face: the "
+                                         "avatar needs footage where the face is in view")
     speech = features.encoder == SpeechEncoder.id
-    calibration = tracked_targets(views.landmarks, tracking["blendshapes"], n_train) if speech else None
+    calibration = tracked_targets(views.landmarks, tracking["blendshapes"], frames) if speech else None
     return TrainData(views, images, audio.astype(np.float32), features.encoder in (MelEncoder.id, SpeechEncoder.id),
-                     features.blocks, standardised_mouths(views.landmarks, n_train), tracking["template"], n_train,
-                     calibration)
+                     features.blocks, standardised_mouths(views.landmarks, frames), tracking["template"], n_train,
+                     frames, calibration)
 
 
 def initial_model(project: Project, data: TrainData, config: TrainConfig) -> AvatarModel:
     """Canonical Gaussians from the fitted template, coloured from the first training frame; the networks'
     initial weights drawn from ``config.seed``."""
-    views = data.views
+    views, first = data.views, int(data.train_frames[0])
     with FrameReader(project.checked_footage().path) as reader:
-        frame = reader.read(0)
-    head = canonical_gaussians(data.template, canonical_mesh().triangles, frame, views.rot[0], views.trans[0],
+        frame = reader.read(first)
+    head = canonical_gaussians(data.template, canonical_mesh().triangles, frame, views.rot[first], views.trans[first],
                                *views.intrinsics, config.avatar.init)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model = AvatarModel(head.splats, float(data.template[NOSE_TIP, 1]), data.audio.shape[1], config.avatar)
-    frames = np.arange(data.n_train)
     if data.calibration is not None:
-        model.fit_calibration(data.calibration, data.mouth, frames)
+        model.fit_calibration(data.calibration, data.mouth, data.train_frames)
     else:
-        model.fit_readout(data.audio, data.mouth, frames, standardise=not data.normalised, blocks=data.blocks)
+        model.fit_readout(data.audio, data.mouth, data.train_frames, standardise=not data.normalised,
+                          blocks=data.blocks)
     return model
 
 
@@ -201,7 +205,7 @@ class AvatarTrainer:
     def train_step(self) -> StepResult:
         c, stage = self.config, self.stage
         rng = np.random.default_rng([c.seed, self.step])
-        i = int(rng.integers(self.data.n_train))
+        i = int(self.data.train_frames[rng.integers(len(self.data.train_frames))])
         target = torch.from_numpy(self.data.images[i]).float() / 255          # [S,S,3]
         weight = torch.from_numpy(self.data.mask(i))                          # [S,S]
         out, lip = self.render(i, stage)

@@ -90,12 +90,14 @@ class FootageViews:
     trans: np.ndarray                       # [T,3]
     intrinsics: tuple[float, float, float]  # focal, cx, cy (footage px)
     expr: np.ndarray                        # float32 [T,E] the expression blendshapes
+    valid: np.ndarray                       # bool [T] a face in view (tracking's valid): only these are rendered
 
     @classmethod
     def from_tracking(cls, tracking: dict[str, np.ndarray], size: int, margin: float) -> "FootageViews":
         landmarks = tracking["landmarks"]
         return cls(face_crops(landmarks, size, margin), landmarks, tracking["rot"], tracking["trans"],
-                   (float(tracking["focal"]), float(tracking["cx"]), float(tracking["cy"])), expression(tracking))
+                   (float(tracking["focal"]), float(tracking["cx"]), float(tracking["cy"])), expression(tracking),
+                   tracking["valid"].astype(bool))
 
     def __len__(self) -> int:
         return len(self.landmarks)

@@ -34,9 +34,9 @@ def normalise(raw: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ((raw - mean) / std).astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
 
 
-def tracked_targets(landmarks: np.ndarray, blendshapes: np.ndarray, n_train: int) -> np.ndarray:
+def tracked_targets(landmarks: np.ndarray, blendshapes: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """float32 [T,25]: a footage's own values of what the speech model estimates, as z-scores over its training
-    frames [0, n_train): what an avatar calibrates the model's estimates against."""
+    ``frames`` (int [N]): what an avatar calibrates the model's estimates against."""
     valid = np.zeros(len(landmarks), bool)
-    valid[:n_train] = True
+    valid[frames] = True
     return normalise(raw_targets(landmarks, blendshapes), valid)[0]

@@ -128,6 +128,12 @@ class TrackJob:
         return result
 
 
+def without_face(valid: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of frames with no face in view, as (first, end) frame ranges, end exclusive."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (~valid).astype(np.int8), [0]])))  # starts and ends
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def load_tracking(project: Project) -> dict[str, np.ndarray]:
     """The arrays of the project's tracking.npz (TRACKING_KEYS); ProjectError when missing or corrupt."""
     path = project.path(TRACKING_FILE)

@@ -8,6 +8,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSpinBox, QStyle, QToolButton, QVBoxLayout, QWidget
 
+from core.tracking.track import without_face
 from studio.state import StudioState
 from studio.timecode import timecode
 
@@ -86,6 +87,7 @@ class TimelinePanel(QWidget):
         self.cursor.sigPositionChanged.connect(lambda line: self._seek(int(round(line.value()))))
         self.plot.addItem(self.cursor)
         self.plot.scene().sigMouseClicked.connect(self._clicked)
+        self.faceless: list[pg.LinearRegionItem] = []  # shaded spans of frames with no face in view
 
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout(self)
@@ -94,6 +96,8 @@ class TimelinePanel(QWidget):
         layout.addWidget(self.plot, 1)
 
         state.footage_changed.connect(self._footage_changed)
+        state.tracking_changed.connect(self._show_faceless)
+        state.footage_changed.connect(self._show_faceless)  # a dub shown in the footage's place has none
         state.frame_changed.connect(self._frame_changed)
         state.playing_changed.connect(lambda on: self.play_button.setIcon(self._pause_icon if on else self._play_icon))
         playback.speed_changed.connect(lambda s: self.speed_label.setText(f"{s:+g}×" if s not in (0, 1) else ""))
@@ -142,6 +146,21 @@ class TimelinePanel(QWidget):
         self.cursor.blockSignals(False)
         self.plot.setXRange(0, fp.frame_count - 1, padding=0.01)
         self.plot.getPlotItem().vb.setLimits(xMin=-0.05 * fp.frame_count, xMax=1.05 * fp.frame_count)
+
+    def _show_faceless(self) -> None:
+        """Shade the spans where tracking found no face: training skips them and a dub shows them as they are."""
+        for region in self.faceless:
+            self.plot.removeItem(region)
+        tr = self.state.tracking
+        spans = without_face(np.asarray(tr["valid"], bool)) if tr is not None and self.state.preview is None else []
+        self.faceless = []
+        for first, end in spans:
+            region = pg.LinearRegionItem((first - 0.5, end - 0.5), movable=False, brush=pg.mkBrush(220, 80, 80, 60),
+                                         pen=pg.mkPen(None))
+            region.setToolTip(f"No face in view: frames {first}-{end - 1}")
+            region.setZValue(-10)
+            self.plot.addItem(region)
+            self.faceless.append(region)
 
     def _frame_changed(self, frame: int) -> None:
         fp = self.state.footage

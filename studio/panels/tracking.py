@@ -108,11 +108,13 @@ class TrackingPanel(QWidget):
             stale = self.state.project is not None and "tracking" in self.state.project.stages
             self.summary.setText("" if stale else "Not tracked yet.")   # stale: the status line says why
         else:
-            n = len(tr["valid"])
+            n, missing = len(tr["valid"]), int((~tr["valid"]).sum())
+            gone = (f" No face in view on {missing} frames (shaded on the timeline): training skips them and a dub "
+                    "shows them as they are." if missing else "")
             self.summary.setText(
                 f"Face on {int(tr['detected'].sum())} of {n} frames ({int((tr['valid'] & ~tr['detected']).sum())} "
                 f"interpolated). Focal {float(tr['focal']):.0f} px, rigid reprojection "
-                f"{float(np.nanmean(tr['reproj_px'])):.2f} px mean.")
+                f"{float(np.nanmean(tr['reproj_px'])):.2f} px mean.{gone}")
         if tr is not None and self.state.project is not None and "tracking" in self.state.project.stages:
             used = self.state.project.stages["tracking"].config["landmarks"]["face"]
             self.face_box.setCurrentIndex(max(0, self.face_box.findData(used)))
