@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -32,7 +33,7 @@ from core.config import to_dict
 from core.errors import AvatarStudioError, MediaError
 from core.expression.edits import load_edits
 from core.jobs import CancelToken, Progress, ProgressFn, span
-from core.media import AUDIO_RATE, FrameReader, MediaInfo, VideoWriter, load_audio, probe
+from core.media import AUDIO_RATE, AudioStream, FrameReader, MediaInfo, VideoWriter, load_audio, probe
 from core.options import option
 from core.pipeline import require_current
 from core.project import Project
@@ -109,9 +110,12 @@ class DubJob:
         require_current(project, "avatar")   # before the speech is read: a stale avatar ends the dub at once
         check_output(out, [Path(footage.path), audio_path])
         notes: list[str] = []
-        speech, rate = _speech(audio_path, notes)
+        info = speech_info(audio_path)
+        if info.has_video:
+            notes.append(f"{audio_path.name} is a video: its audio track is used")
+        rate = min(max(info.audio[0].sample_rate, AUDIO_RATE), _MAX_AUDIO_RATE)  # the output's audio rate
         fps = Fraction(footage.info["fps"])
-        duration = len(speech) / AUDIO_RATE
+        duration = info.audio[0].duration
         end = duration if config.end is None else min(config.end, duration)
         if config.start >= end:
             raise AvatarStudioError(f"the time range starts at {config.start:g} s, and {audio_path.name} ends at "
@@ -119,10 +123,11 @@ class DubJob:
         n = max(1, round((end - config.start) * fps))
 
         progress(Progress(0.0, "Reading the speech"))
-        features = load_encoder(project).features(_segment(speech, AUDIO_RATE, config.start, n, fps), n, fps,
-                                                  span(progress, 0.0, 0.05), cancel)           # [n,D]
-        sound = speech if rate == AUDIO_RATE else load_audio(audio_path, rate)
-        sound = _segment(sound, rate, config.start, n, fps)                                    # [n/fps*rate]
+        # Only the dubbed range is decoded, and the output's sound as it is encoded: memory does not grow with
+        # the speech file's length.
+        seconds = float(n / fps)
+        speech = load_audio(audio_path, AUDIO_RATE, start=config.start, duration=seconds)     # [n/fps*16k]
+        features = load_encoder(project).features(speech, n, fps, span(progress, 0.0, 0.05), cancel)  # [n,D]
         driver = Driver.load(project)
         driver.portrait = config.portrait
         frames = len(driver.views)
@@ -145,6 +150,8 @@ class DubJob:
         }
         started = time.perf_counter()
         with FrameReader(footage.path) as reader, \
+                (nullcontext(speech) if rate == AUDIO_RATE else
+                 AudioStream(audio_path, rate, config.start, seconds)) as sound, \
                 VideoWriter(out, fps, output_size(reader.size, config.size), sound, rate, config.crf, config.preset,
                             metadata) as video:
             for k, s in enumerate(source.tolist()):
@@ -188,26 +195,6 @@ def speech_info(path: Path) -> MediaInfo:
     if info.audio[0].duration <= 0:
         raise MediaError(path, "has no audio samples (its audio track is empty)")
     return info
-
-
-def _speech(path: Path, notes: list[str]) -> tuple[np.ndarray, int]:
-    """(float32 [S] at 16 kHz, the output's audio rate) of the speech file; a clear MediaError otherwise."""
-    info = speech_info(path)
-    if info.has_video:
-        notes.append(f"{path.name} is a video: its audio track is used")
-    speech = load_audio(path)
-    if len(speech) == 0:
-        raise MediaError(path, "has no audio samples (its audio track is empty)")
-    return speech, min(max(info.audio[0].sample_rate, AUDIO_RATE), _MAX_AUDIO_RATE)
-
-
-def _segment(audio: np.ndarray, rate: int, start: float, n: int, fps: Fraction) -> np.ndarray:
-    """float32: exactly ``n`` frames' worth of ``audio`` from ``start`` s, zero-padded past its end."""
-    first, count = round(start * rate), round(n / fps * rate)
-    out = np.zeros(count, np.float32)
-    part = audio[first:first + count]
-    out[:len(part)] = part
-    return out
 
 
 def _clock(seconds: float) -> str:

@@ -236,6 +236,33 @@ def test_load_audio_from_footage(media_dir):
     assert np.abs(audio).max() > 0.01
 
 
+@pytest.mark.parametrize("clip, rate", [("may_13s.mp4", 16000), ("speech_en_60s_16k.wav", 48000)])
+def test_load_audio_range_is_the_same_samples_as_the_whole(media_dir, clip, rate):
+    path = media_dir / clip
+    whole = load_audio(path, rate)
+    for start, duration in ((0.0, 2.0), (3.25, 1.5), (len(whole) / rate - 0.5, 2.0)):   # the last one runs past
+        part = load_audio(path, rate, start=start, duration=duration)
+        first = round(start * rate)
+        expected = np.zeros(round(duration * rate), np.float32)
+        tail = whole[first:first + len(expected)]
+        expected[:len(tail)] = tail
+        assert np.array_equal(part, expected), (start, duration)
+
+
+def test_an_audio_stream_read_front_to_back_is_the_range(media_dir):
+    from core.media import AudioStream
+
+    path, rate = media_dir / "speech_en_60s_16k.wav", 48000
+    expected = load_audio(path, rate, start=10.0, duration=52.0)   # runs 2 s past the end: zeros
+    with AudioStream(path, rate, 10.0, 52.0) as stream:
+        assert len(stream) == len(expected)
+        edges = [0, 1, 1024, 50_000, 1_000_000, 2_400_000, len(expected)]
+        got = np.concatenate([stream[a:b] for a, b in zip(edges, edges[1:])])
+        with pytest.raises(ValueError, match="front to back"):
+            stream[0:10]
+    assert np.array_equal(got, expected)
+
+
 def test_write_wav_round_trip(tmp_path):
     t = np.arange(AUDIO_RATE, dtype=np.float32) / AUDIO_RATE
     tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)

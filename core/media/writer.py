@@ -13,7 +13,7 @@ from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
 from core.errors import MediaError
 from core.fsutil import commit, temp_beside
-from core.media.audio import AUDIO_RATE
+from core.media.audio import AUDIO_RATE, AudioStream
 
 _BT709 = 1  # AVCOL_SPC_BT709 / AVCOL_PRI_BT709 / AVCOL_TRC_BT709
 _LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
@@ -33,7 +33,7 @@ class VideoWriter:
         path: str | Path,
         fps: Fraction | float,
         size: tuple[int, int],
-        audio: np.ndarray | None = None,
+        audio: np.ndarray | AudioStream | None = None,
         audio_rate: int = AUDIO_RATE,
         crf: int = 18,
         preset: str = "medium",
@@ -49,11 +49,11 @@ class VideoWriter:
             raise ValueError(
                 f"frame size must be even and positive for H.264 (yuv420p), got {width}x{height}: "
                 "crop or pad by a pixel")
-        if audio is not None:
+        if audio is not None and not isinstance(audio, AudioStream):  # a stream is decoded as it is encoded
             audio = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
             if audio.ndim != 1:
                 raise ValueError(f"audio must be mono [S], got shape {audio.shape}")
-        self._audio = audio  # float32 [S] or None
+        self._audio = audio  # float32 [S], or a stream read front to back, or None
         self._audio_rate = int(audio_rate)
         self._audio_sent = 0  # samples of `audio` encoded so far
         self._frames = 0
