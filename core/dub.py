@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -40,6 +41,7 @@ from core.project import Project
 
 SIZES: dict[str, int | None] = {"source": None, "512": 512, "1080p": 1080}  # output height; None: the footage's
 _MAX_AUDIO_RATE = 48000  # the output's AAC rate is the speech's own, between 16 and 48 kHz
+REVERSE_BLOCK = 64  # frames decoded forward at a time for footage played backward (ping-pong)
 # The render blurred by 0.5 px to the footage's softness before the feathered blend.
 DUB_PORTRAIT = PortraitConfig(blur=0.5)
 
@@ -149,14 +151,13 @@ class DubJob:
                                          "dub": to_dict(config)}, sort_keys=True),
         }
         started = time.perf_counter()
-        with FrameReader(footage.path) as reader, \
+        with FrameReader(footage.path, cache_bytes=0) as reader, \
                 (nullcontext(speech) if rate == AUDIO_RATE else
                  AudioStream(audio_path, rate, config.start, seconds)) as sound, \
                 VideoWriter(out, fps, output_size(reader.size, config.size), sound, rate, config.crf, config.preset,
                             metadata) as video:
-            for k, s in enumerate(source.tolist()):
+            for k, (s, frame) in enumerate(in_order(reader, source.tolist())):
                 cancel.check(self.name)
-                frame = reader.read(s)
                 if driver.views.valid[s]:  # no face in view: the footage's frame as it is, never a render over it
                     frame = driver.frame(frame, s, driver.lip(driver.model.audio_window(features, k)), expr[s])
                 if video.size != reader.size:
@@ -171,6 +172,23 @@ class DubJob:
             cancel.check(self.name)
         progress(Progress(1.0, f"Dubbed {n} frames ({float(n / fps):.1f} s) into {out.name}"))
         return DubResult(out, n, float(n / fps), n / (time.perf_counter() - begun), notes)
+
+
+def in_order(reader: FrameReader, source: list[int], block: int = REVERSE_BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+    """(source frame, its picture) for each of ``source``'s frames in turn. A run played backward (ping-pong) is
+    decoded forward ``block`` frames at a time and given back reversed, so no frame cache is needed and memory
+    holds one block, however long the footage or the dub."""
+    k = 0
+    while k < len(source):
+        run = 1
+        while k + run < len(source) and run < block and source[k + run] == source[k] - run:
+            run += 1
+        if run == 1:
+            yield source[k], reader.read(source[k])
+        else:
+            frames = [reader.read(i) for i in range(source[k] - run + 1, source[k] + 1)]  # forward: no seeks
+            yield from zip(source[k:k + run], reversed(frames))
+        k += run
 
 
 def check_output(out: Path, inputs: list[Path]) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from core.compose.portrait import PortraitConfig, portrait_mask
-from core.dub import DubConfig, DubJob, output_size, pingpong
+from core.dub import DubConfig, DubJob, in_order, output_size, pingpong
 from core.errors import MediaError
 from core.expression.edits import save_edits
 from core.jobs import Cancelled, CancelToken, run_job
@@ -22,6 +22,23 @@ from core.media import FrameReader, load_audio, probe
 from core.metrics import seam_errors
 from core.project import Project
 from core.tracking.track import load_tracking
+
+
+def test_frames_played_backward_are_decoded_forward_a_block_at_a_time():
+    class Reader:  # records the order frames are decoded in
+        def __init__(self):
+            self.reads = []
+
+        def read(self, i):
+            self.reads.append(i)
+            return np.full((2, 2, 3), i, np.uint8)
+
+    reader, source = Reader(), pingpong(np.arange(40), 10).tolist()     # 0..9, 8..0, 1..9, 8..0, 1..3
+    got = list(in_order(reader, source, block=4))
+    assert [s for s, _ in got] == source and all((f == s).all() for s, f in got)
+    assert reader.reads[:9] == list(range(9))                           # forward: as played
+    assert reader.reads[9:17] == [6, 7, 8, 9, 2, 3, 4, 5]               # 9..2 backward: each block read forward
+    assert len(reader.reads) == len(source)                             # no frame decoded twice
 
 
 def test_pingpong_runs_forward_and_back_without_repeating_a_frame():
