@@ -160,6 +160,30 @@ def test_an_unknown_config_key_and_deep_nesting_are_named(tracked_project, copy_
     assert "nested too deeply" in capsys.readouterr().err
 
 
+def test_a_ply_with_a_duplicated_property_or_non_finite_values_is_refused(tmp_path):
+    from core.errors import MediaError
+    from core.render.ply import read_ply, write_ply
+    from core.render.splats import Splats
+
+    n = 4
+    splats = Splats(means=np.zeros((n, 3), np.float32), quats=np.tile(np.float32([1, 0, 0, 0]), (n, 1)),
+                    log_scales=np.zeros((n, 3), np.float32), opacity_logits=np.zeros(n, np.float32),
+                    sh=np.zeros((n, 1, 3), np.float32))
+    good = tmp_path / "good.ply"
+    write_ply(good, splats)
+    data = good.read_bytes()
+    twice = tmp_path / "twice.ply"
+    twice.write_bytes(data.replace(b"property float opacity\n", b"property float opacity\nproperty float x\n", 1))
+    splats.means[2, 1] = np.nan
+    splats.sh[3, 0, 2] = np.inf
+    nan = tmp_path / "nan.ply"
+    write_ply(nan, splats)
+    with pytest.raises(MediaError, match="declares x more than once"):
+        read_ply(twice)
+    with pytest.raises(MediaError, match="not finite numbers .*1 in means, 1 in sh"):
+        read_ply(nan)
+
+
 # --- 5. crash residue, SIGTERM ---------------------------------------------------------------------------------
 def test_a_killed_writers_temporaries_are_cleaned_when_the_project_opens(tracked_project, copy_project):
     root = copy_project(tracked_project("katie_8s.mp4"))
