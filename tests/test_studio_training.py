@@ -238,3 +238,31 @@ def test_a_reopened_project_shows_its_trained_avatar(window, qtbot, trained_proj
     qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
     assert "Stale: the avatar was made from an earlier version of the audio features" in window.panels["training"].summary.text()
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_a_kept_avatar_is_restored_from_the_training_panel(window, qtbot, trained_project, copy_project,
+                                                           artifacts_dir, capsys):
+    from core.cli import main
+    from core.pipeline import status
+
+    root = copy_project(trained_project("katie_8s.mp4"), "kept")
+    first = (root / AVATAR_FILE).read_bytes()
+    assert main(["train", "--project", str(root), "--preset", "tiny", "--steps", "2", "1"]) == 0  # keeps the first
+    assert window.open_project(root)
+    qtbot.waitUntil(lambda: window.job is None and window.state.tracking is not None, timeout=20_000)
+    panel = window.panels["training"]
+    window.docks["training"].raise_()
+    assert panel.summary.text().startswith("Trained avatar: tiny preset, 3 steps")
+    assert panel.kept_box.count() == 1 and panel.kept_box.currentText().startswith("tiny, 24 steps")
+    assert panel.restore_button.isEnabled()
+    qtbot.mouseClick(panel.restore_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.job is None and panel.summary.text().startswith("Trained avatar: tiny preset, 24"),
+                    timeout=20_000)
+    assert (root / AVATAR_FILE).read_bytes() == first and status(window.state.project)["avatar"].current
+    assert panel.kept_box.currentText().startswith("tiny, 3 steps")      # the one it replaced, kept in turn
+    window.playback.stop()
+    window.docks["training"].raise_()
+    qtbot.wait(100)
+    window.grab().save(str(artifacts_dir / "studio_training_kept_avatars.png"))
+    capsys.readouterr()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from core.errors import ProjectError
 from core.fsutil import atomic_write_json
+from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AVATAR_FILE, AVATARS_DIR, CHECKPOINT_FILE
-from core.project import Project, StageRecord
+from core.project import Project, StageRecord, writes_project
 
 STAGE = "avatar"
 RECORD_FILE = "record.json"  # the archived avatar's stage record, beside its files
@@ -98,3 +99,19 @@ def _free(path: Path) -> Path:
         n += 1
         free = path.with_name(f"{path.name}-{n}")
     return free
+
+
+@dataclass
+class RestoreAvatarJob:
+    """``restore`` as a job, under the project's lock (the studio runs it like any other)."""
+
+    project: Project
+    kept: str                   # the kept avatar's name
+    name: str = "Restore avatar"
+
+    @writes_project
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> Path | None:
+        progress(Progress(0.0, f"Restoring {self.kept}"))
+        replaced = restore(self.project, self.kept)
+        progress(Progress(1.0, f"Restored {self.kept}"))
+        return replaced

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.avatar.archive import RestoreAvatarJob, archived
 from core.avatar.config import DEFAULT_PRESET, PRESETS, TrainConfig, describe, preset
 from core.avatar.train import TrainAvatarJob, TrainResult
 from core.layout import AVATAR_FILE, CHECKPOINT_FILE, EVAL_FILE
@@ -159,6 +160,17 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.preview, 2)
         layout.addWidget(self.graphics, 3)
         layout.addWidget(self.summary)
+        self.kept_box = QComboBox()
+        self.kept_box.setToolTip("Avatars kept when a run with another preset (or on newer tracking or features) "
+                                 "replaced them")
+        self.restore_button = QPushButton("Restore")
+        self.restore_button.setToolTip("Make the chosen kept avatar the project's again; the current one is kept")
+        self.restore_button.clicked.connect(self.restore)
+        kept = QHBoxLayout()
+        kept.addWidget(QLabel("Kept avatars:"))
+        kept.addWidget(self.kept_box, 1)
+        kept.addWidget(self.restore_button)
+        layout.addLayout(kept)
 
         self.worker: JobWorker | None = None   # the run this panel shows
         self.running = False                   # a run is under way (not cancelled)
@@ -269,6 +281,7 @@ class TrainingPanel(QWidget):
         last = f", face PSNR {psnr[-1]:.1f} dB" if psnr else ""
         self.summary.setText(f"Avatar: {result.steps:,} steps, {result.gaussians:,} Gaussians{last}. "
                              f"Took {time.monotonic() - self.started:.0f} s.")
+        self._show_kept()
         self.refresh()
         self.state.avatar_made()
 
@@ -299,9 +312,31 @@ class TrainingPanel(QWidget):
         self.show_saved()
         self.refresh()
 
+    def restore(self) -> JobWorker | None:
+        """Bring back the chosen kept avatar (a job: it moves files); the Viewport shows it."""
+        name = self.kept_box.currentData()
+        if name is None or self.state.project is None:
+            return None
+
+        def done(_replaced) -> None:
+            self.clear()
+            self.state.avatar_made()
+
+        return self.state.jobs.run(RestoreAvatarJob(self.state.project, name), on_finished=done)
+
+    def _show_kept(self) -> None:
+        pr = self.state.project
+        kept = [a for a in archived(pr) if a.trained] if pr is not None else []
+        self.kept_box.clear()
+        for a in reversed(kept):  # newest first
+            self.kept_box.addItem(f"{a.preset}, {a.steps:,} steps ({a.created[:16].replace('T', ' ')})", a.name)
+        if not kept:
+            self.kept_box.addItem("none", None)
+
     def show_saved(self) -> None:
         """What the project already holds: its trained avatar (preset, steps, when, the held-out figures of its last
         evaluation) and whether it is still current, so a reopened project shows its avatar without training."""
+        self._show_kept()
         pr = self.state.project
         record = pr.stages.get("avatar") if pr is not None else None
         if record is None or not pr.path(AVATAR_FILE).is_file():
@@ -357,4 +392,5 @@ class TrainingPanel(QWidget):
         self.pause_button.setEnabled(self.running)
         self.pause_button.setText("Continue" if self.running and self.paused else "Pause")
         self.cancel_button.setEnabled(self.running)
+        self.restore_button.setEnabled(not busy and self.kept_box.currentData() is not None)
         self.progress.setVisible(busy)
