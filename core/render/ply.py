@@ -46,7 +46,7 @@ def _header(path: Path, data: bytes) -> tuple[str, list[tuple[str, int, list[tup
             order = _FORMATS[words[1]]
         elif words[0] == "element" and len(words) == 3 and words[2].isdigit():
             elements.append((words[1], int(words[2]), []))
-        elif words[0] == "property" and elements:
+        elif words[0] == "property" and elements and len(words) >= 3:
             if words[1] == "list":
                 elements[-1][2].append((words[-1], "list"))
             elif len(words) == 3 and words[1] in _TYPES:

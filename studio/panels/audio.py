@@ -9,27 +9,11 @@ from dataclasses import replace
 
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox,
+                               QVBoxLayout, QWidget)
 
-from core.audio.features import (
-    ENCODERS,
-    NEEDS_FILE,
-    TRAINED,
-    AudioConfig,
-    AudioFeatures,
-    AudioFeaturesJob,
-    load_summary,
-)
+from core.audio.features import (ENCODERS, NEEDS_FILE, TRAINED, AudioConfig, AudioFeatures, AudioFeaturesJob,
+                                 load_summary)
 from core.audio.train_ave import AveTrainConfig
 from core.errors import ProjectError
 from studio.panels.stage_status import StageStatusLabel
