@@ -20,6 +20,7 @@ from rich.progress import Progress as Bar
 from core import __version__
 from core.errors import AvatarStudioError, log_unexpected
 from core.jobs import Cancelled, CancelToken, Job, Progress
+from core.memory import hold_mmap_threshold
 from core.options import add_options, from_args
 from core.pipeline import STAGES
 from core.pipeline import status as stage_status
@@ -365,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    hold_mmap_threshold()  # a long dub's memory stays flat
     try:
         return args.func(args)
     except Cancelled as e:

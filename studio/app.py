@@ -10,6 +10,8 @@ from PySide6.QtCore import QCoreApplication, QSettings, QTimer
 from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
+from core.memory import hold_mmap_threshold
+
 ORG, APP = "Avatar Studio", "Avatar Studio"
 
 
@@ -46,6 +48,7 @@ def configure_app(app: QApplication) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``avatar-studio [PROJECT_DIR | project.json | SPLATS.ply]``"""
     argv = sys.argv if argv is None else argv
+    hold_mmap_threshold()  # playback and dubs hold memory flat over long footage
     from studio.viewport.widget import configure_gl_format
 
     configure_gl_format()  # before the QApplication: GL widgets take the default format then
