@@ -97,6 +97,27 @@ def test_following_another_face_that_is_not_there_is_a_clear_error(window, qtbot
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
 
 
+def test_a_bug_in_a_job_says_where_its_details_are_not_a_traceback(window, qtbot, tracked_project, monkeypatch):
+    from core.layout import LOG_FILE
+    from core.tracking import track
+
+    def broken(*_a, **_k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(track, "fit_pose", broken)
+    monkeypatch.setattr(track, "_cached_landmarks", lambda *_: None)
+    monkeypatch.setattr(track, "detect_landmarks", broken)
+    panel = window.panels["tracking"]
+    panel.face_box.setCurrentIndex(panel.face_box.findData(0))  # another config: the job runs
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.job is None, timeout=60_000)
+    log = tracked_project / LOG_FILE
+    assert window.last_error == (f"Something went wrong in Track face (ZeroDivisionError: a bug). The details are in "
+                                 f"{log}.")
+    assert "ZeroDivisionError: a bug" in log.read_text() and "Traceback" in log.read_text()
+    assert panel.run_button.isEnabled() and window.state.tracking is not None
+
+
 def test_cancel_tracking_from_the_panel_leaves_the_project_as_it_was(window, qtbot, media_dir, tmp_path):
     assert window.new_project(tmp_path / "katie")
     window.import_footage(media_dir / "katie_8s.mp4")
