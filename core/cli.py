@@ -186,8 +186,8 @@ def cmd_avatars(args: argparse.Namespace) -> int:
     if not kept:
         say(f"{project.name} keeps no earlier avatars")
     for a in kept:
-        say(f"  {a.name}: {a.preset}, {a.steps:,} steps, " + (f"trained {a.created}" if a.trained
-                                                                 else "an unfinished run"))
+        say(f"  {a.name}: " + (f"{a.preset}, {a.steps:,} steps, trained {a.created}" if a.trained else
+                               "an unfinished run (restore it, then train with its preset and steps to resume)"))
     return 0
 
 

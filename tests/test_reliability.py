@@ -202,7 +202,7 @@ def test_a_killed_writers_temporaries_are_cleaned_when_the_project_opens(tracked
 
 
 @pytest.mark.slow
-def test_sigterm_saves_the_checkpoint_and_exits_cleanly(voiced_project, copy_project):
+def test_sigterm_saves_the_checkpoint_and_exits_cleanly(voiced_project, copy_project, capsys):
     root = copy_project(voiced_project("katie_8s.mp4"))
     cli = Path(sys.executable).with_name("avatar-studio-cli")
     proc = subprocess.Popen([str(cli), "train", "--project", str(root), "--preset", "tiny", "--steps", "400", "400"],
@@ -215,6 +215,17 @@ def test_sigterm_saves_the_checkpoint_and_exits_cleanly(voiced_project, copy_pro
     assert proc.returncode == 130 and "cancelled" in err and "Traceback" not in err
     assert (root / CHECKPOINT_FILE).is_file() and not list(root.glob(".*.part"))
     assert main(["info", "--project", str(root)]) == 0
+    checkpoint = (root / CHECKPOINT_FILE).read_bytes()
+    assert main(["train", "--project", str(root), "--preset", "tiny", "--steps", "1", "1"]) == 0  # another config
+    kept = list((root / "avatars").glob(f"*/{CHECKPOINT_FILE}"))
+    assert len(kept) == 1 and kept[0].read_bytes() == checkpoint       # the unfinished run is kept, not replaced
+    capsys.readouterr()
+    assert main(["avatars", "--project", str(root)]) == 0
+    listed = capsys.readouterr().out
+    assert "an unfinished run (restore it, then train with its preset and steps to resume)" in listed
+    name = next(line.split(":")[0].strip() for line in listed.splitlines() if "unfinished" in line)
+    assert main(["avatars", "--project", str(root), "--restore", name]) == 0
+    assert (root / CHECKPOINT_FILE).read_bytes() == checkpoint         # back, ready to resume
 
 
 # --- 8. failed imports -----------------------------------------------------------------------------------------

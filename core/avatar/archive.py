@@ -63,21 +63,22 @@ def archived(project: Project) -> list[Archived]:
 
 
 def restore(project: Project, name: str) -> Path | None:
-    """Make the kept avatar ``name`` the project's again; the current one is kept first. Returns where the
-    current one went (None when there was none)."""
+    """Make the kept avatar ``name`` the project's again (an unfinished run: its checkpoint, which training with
+    the same settings resumes); the current one is kept first. Returns where the current one went (None when
+    there was none)."""
     folder = project.path(AVATARS_DIR) / name
     if "/" in name or "\\" in name or name in ("", ".", "..") or not folder.is_dir():
         names = ", ".join(a.name for a in archived(project)) or "none"
         raise ProjectError(project.root, f"has no kept avatar named {name!r} (kept: {names})")
-    record = _record(folder)
-    if record is None or not (folder / AVATAR_FILE).is_file():
-        raise ProjectError(folder, "holds an unfinished run, not an avatar: train with its preset to resume it "
-                                   "instead")
+    record, trained = _record(folder), (folder / AVATAR_FILE).is_file()
+    if not trained and not (folder / CHECKPOINT_FILE).is_file():
+        raise ProjectError(folder, "holds neither an avatar nor a checkpoint: nothing to restore")
     kept = keep_current(project)
     for f in (AVATAR_FILE, CHECKPOINT_FILE):
         if (folder / f).is_file():
             os.replace(folder / f, project.path(f))
-    project.stages[STAGE] = record
+    if trained and record is not None:
+        project.stages[STAGE] = record
     project.save()
     for leftover in folder.iterdir():
         leftover.unlink()
