@@ -191,6 +191,27 @@ def cmd_avatars(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_expression(args: argparse.Namespace) -> int:
+    from core.expression.transfer import clear_edits, export_take, import_take
+
+    project = Project.open(args.project)
+    if args.import_csv:
+        frames = import_take(project, Path(args.import_csv))
+        say(f"Imported {Path(args.import_csv).name} as the edited expressions of {project.name}: {frames} frames "
+            "(the upper face of every dub follows them)")
+    elif args.export:
+        out = Path(args.export)
+        if not out.parent.is_dir():
+            err.print(f"error: {out.parent} is not a folder: the file's folder must exist", markup=False)
+            return 2
+        frames = export_take(project, out, args.fps)
+        say(f"Wrote {frames} frames of {project.name}'s expressions to {out}")
+    else:
+        aside = clear_edits(project)
+        say(f"Cleared the edited expressions (kept as {aside.name})" if aside else f"{project.name} has no edits")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from core.avatar.evaluate import EvalJob
     from core.layout import eval_files
@@ -321,6 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--restore", metavar="NAME", help="make this kept avatar the project's again (the current one "
                                                      "is kept)")
     s.set_defaults(func=cmd_avatars)
+
+    s = sub.add_parser("expression", help="the edited expression track: import a Live Link Face CSV (a phone take), "
+                                          "export it as CSV or JSON, or clear it")
+    s.add_argument("--project", required=True, metavar="DIR", help="project folder")
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--import", dest="import_csv", metavar="FILE.csv", help="make this take the edited track, "
+                                                                               "resampled to the footage's frames")
+    what.add_argument("--export", metavar="FILE", help="write the edited track (the tracked one without edits): "
+                                                       ".csv (Live Link Face) or .json")
+    what.add_argument("--clear", action="store_true", help="drop the edits (set aside, not deleted)")
+    s.add_argument("--fps", type=int, choices=FRAME_RATES, default=None,
+                   help="for --export: resample to this rate (default: the footage's)")
+    s.set_defaults(func=cmd_expression)
 
     s = sub.add_parser("eval", help="score the avatar on the held-out frames: PSNR, SSIM, LMD, mouth sync; "
                                     "writes eval.json and a side-by-side eval.mp4")

@@ -33,14 +33,14 @@ def load_torch(path: str | Path) -> Any:
         raise Unreadable(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from e
 
 
-def set_aside(path: str | Path) -> Path:
-    """Move a damaged file out of the way as NAME.damaged (NAME.damaged.2, … when taken), so what made it can run
-    again and the file is still there to look at; returns where it went."""
+def set_aside(path: str | Path, suffix: str = ".damaged") -> Path:
+    """Move a file out of the way as NAME.damaged (or another ``suffix``; NAME.damaged.2, … when taken), so what
+    made it can run again and the file is still there to look at; returns where it went."""
     path = Path(path)
-    aside, n = path.with_name(path.name + ".damaged"), 1
+    aside, n = path.with_name(path.name + suffix), 1
     while aside.exists():
         n += 1
-        aside = path.with_name(f"{path.name}.damaged.{n}")
+        aside = path.with_name(f"{path.name}{suffix}.{n}")
     os.replace(path, aside)
     return aside
 
