@@ -156,3 +156,22 @@ def test_the_timeline_shades_the_frames_without_a_face(qtbot, qapp, faceless_cli
     qtbot.wait(200)
     assert w.grab().save(str(artifacts_dir / "studio_timeline_no_face.png"))
     w.close()
+
+
+def test_the_frame_box_gives_the_keys_back_once_a_frame_is_entered(window, qtbot):
+    """Typing a frame number goes there; after Enter, Space and the arrows are the transport's again, never the
+    box's (which would move its text cursor instead of the playhead)."""
+    from PySide6.QtWidgets import QApplication
+
+    box = window.panels["timeline"].frame_box
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # window shortcuts fire only in the active window
+    qtbot.mouseClick(box.lineEdit(), Qt.MouseButton.LeftButton)
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "42")
+    qtbot.keyClick(box.lineEdit(), Qt.Key.Key_Return)
+    assert window.state.frame == 42
+    focus = QApplication.focusWidget()
+    assert focus is None or not (focus is box or box.isAncestorOf(focus))
+    qtbot.keyClick(focus or window, Qt.Key.Key_Right)
+    assert window.state.frame == 43

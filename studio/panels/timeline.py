@@ -55,6 +55,11 @@ class TimelinePanel(QWidget):
         self.frame_box = QSpinBox()
         self.frame_box.setToolTip("Current frame")
         self.frame_box.setKeyboardTracking(False)
+        # Typed into only when clicked, and left once entered: Space, arrows, J/K/L stay the transport's even when
+        # focus moves on from a button that a job disabled (Track Face).
+        self.frame_box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # the panel itself holds focus without taking keys
+        self.frame_box.editingFinished.connect(self.setFocus)
         self.frame_box.valueChanged.connect(self._seek)
         self.timecode_label = QLabel("--:--:--:--")
         self.timecode_label.setObjectName("timecode")
