@@ -8,7 +8,9 @@ import time
 import av
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtCore import QEvent, QPointF, Qt, QTimer
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
 
 import core.ingest
 from core.project import Project
@@ -117,6 +119,24 @@ def test_import_shows_frame_0_and_scrub_to_200(window, qtbot, media_dir, tmp_pat
     qtbot.waitUntil(lambda: window.state.frame in (56, 57, 58))
     f = window.state.frame
     assert np.array_equal(shown(window, qtbot, f), may_frames[f])
+
+    # Drag across the waveform from 100 to 150: the playhead follows; Alt+drag pans instead.
+    view = window.panels["timeline"].plot
+
+    def drag(first: float, last: float, mods=Qt.KeyboardModifier.NoModifier) -> None:
+        points = [view.mapFromScene(vb.mapViewToScene(QPointF(x, 0))) for x in np.linspace(first, last, 8)]
+        kinds = [QEvent.Type.MouseButtonPress] + [QEvent.Type.MouseMove] * 6 + [QEvent.Type.MouseButtonRelease]
+        for kind, p in zip(kinds, points):
+            held = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else Qt.MouseButton.LeftButton
+            QApplication.sendEvent(view.viewport(), QMouseEvent(kind, QPointF(p), QPointF(view.mapToGlobal(p)),
+                                                                Qt.MouseButton.LeftButton, held, mods))
+            qtbot.wait(10)
+
+    x_range = vb.viewRange()[0]
+    drag(100, 150)
+    assert 148 <= window.state.frame <= 152 and vb.viewRange()[0] == x_range
+    drag(250, 200, Qt.KeyboardModifier.AltModifier)   # away from the playhead line, which drags itself
+    assert 148 <= window.state.frame <= 152 and vb.viewRange()[0][0] > x_range[0] + 5   # panned, not scrubbed
 
     # Scrub back to 200 for the screenshot, then save it for a person to look at.
     window.state.set_frame(200)

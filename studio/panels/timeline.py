@@ -24,6 +24,29 @@ def waveform_envelope(audio: np.ndarray, rate: int, fps: float, bins: int = 4000
     return x, lo, hi
 
 
+class ScrubViewBox(pg.ViewBox):
+    """A left click seeks and a left-drag scrubs the playhead, as in editing tools; Alt+left-drag or a middle-drag
+    pans, the wheel zooms."""
+
+    def __init__(self, scrub) -> None:
+        super().__init__()
+        self._scrub = scrub  # called with the frame under the pointer
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - pyqtgraph API
+        if ev.button() == Qt.MouseButton.LeftButton and not ev.modifiers() & Qt.KeyboardModifier.AltModifier:
+            ev.accept()
+            self._scrub(self.mapSceneToView(ev.scenePos()).x())
+        else:
+            super().mouseDragEvent(ev, axis)
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph API
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self._scrub(self.mapSceneToView(ev.scenePos()).x())
+        else:
+            super().mouseClickEvent(ev)
+
+
 class TimecodeAxis(pg.AxisItem):
     def __init__(self, state: StudioState):
         super().__init__(orientation="bottom")
@@ -74,7 +97,8 @@ class TimelinePanel(QWidget):
         bar.addWidget(self.speed_label)
         bar.addStretch(1)
 
-        self.plot = pg.PlotWidget(axisItems={"bottom": TimecodeAxis(state)})
+        self.plot = pg.PlotWidget(axisItems={"bottom": TimecodeAxis(state)},
+                                  viewBox=ScrubViewBox(lambda x: self.state.footage and self._seek(int(round(x)))))
         self.plot.setBackground((24, 24, 28))
         self.plot.hideAxis("left")
         self.plot.setMenuEnabled(False)
@@ -91,7 +115,6 @@ class TimelinePanel(QWidget):
                                       hoverPen=pg.mkPen((255, 230, 120), width=3))
         self.cursor.sigPositionChanged.connect(lambda line: self._seek(int(round(line.value()))))
         self.plot.addItem(self.cursor)
-        self.plot.scene().sigMouseClicked.connect(self._clicked)
         self.faceless: list[pg.LinearRegionItem] = []  # shaded spans of frames with no face in view
 
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
@@ -123,12 +146,6 @@ class TimelinePanel(QWidget):
         if self.state.playing and frame != self.state.frame:
             self.playback.stop()
         self.state.set_frame(frame)
-
-    def _clicked(self, event) -> None:
-        if event.button() != Qt.MouseButton.LeftButton or self.state.footage is None:
-            return
-        x = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos()).x()
-        self._seek(int(round(x)))
 
     def _footage_changed(self) -> None:
         fp = self.state.footage
