@@ -22,7 +22,7 @@ from core.errors import AvatarStudioError, log_unexpected
 from core.jobs import Cancelled, CancelToken, Job, Progress
 from core.memory import hold_mmap_threshold
 from core.options import add_options, from_args
-from core.pipeline import STAGES
+from core.pipeline import STAGES, StageStatus
 from core.pipeline import status as stage_status
 from core.project import Project, is_project, remove_empty
 
@@ -33,6 +33,11 @@ out = Console(soft_wrap=True, highlight=False)
 def say(text: str) -> None:
     """Print plain text (paths and names may hold brackets that rich would read as markup)."""
     out.print(text, markup=False)
+
+
+def say_status(stage: str, status: StageStatus) -> None:
+    """One stage's line: current, stale (why) or missing (what to run)."""
+    say(f"  {stage}: {status.state}" + (f" ({status.reason})" if status.reason else ""))
 
 
 def run_with_bar(job: Job[Any]) -> Any:
@@ -95,7 +100,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name, rec in project.stages.items():
         say(f"  stage {name}: {', '.join(rec.files)}  ({rec.created})")
     for name, st in stage_status(project).items():
-        say(f"  {name}: {st.state}" + (f" ({st.reason})" if st.reason else ""))
+        say_status(name, st)
     return 0
 
 
@@ -172,15 +177,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_avatars(args: argparse.Namespace) -> int:
-    from core.avatar.archive import archived, restore
+    from core.avatar.archive import RestoreAvatarJob, archived
 
     project = Project.open(args.project)
     if args.restore:
-        with project.writing("restore avatar"):
-            kept = restore(project, args.restore)
+        kept = run_with_bar(RestoreAvatarJob(project, args.restore))
         say(f"Restored the avatar {args.restore}" + (f"; the one it replaced is kept as {kept.name}" if kept else ""))
-        status = stage_status(project)["avatar"]
-        say(f"  avatar: {status.state}" + (f" ({status.reason})" if status.reason else ""))
+        say_status("avatar", stage_status(project)["avatar"])
         return 0
     kept = archived(project)
     if not kept:

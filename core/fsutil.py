@@ -37,12 +37,18 @@ def set_aside(path: str | Path, suffix: str = ".damaged") -> Path:
     """Move a file out of the way as NAME.damaged (or another ``suffix``; NAME.damaged.2, … when taken), so what
     made it can run again and the file is still there to look at; returns where it went."""
     path = Path(path)
-    aside, n = path.with_name(path.name + suffix), 1
-    while aside.exists():
-        n += 1
-        aside = path.with_name(f"{path.name}{suffix}.{n}")
+    aside = unused(path.with_name(path.name + suffix))
     os.replace(path, aside)
     return aside
+
+
+def unused(path: Path, sep: str = ".") -> Path:
+    """``path`` if nothing is there, else the first of PATH{sep}2, PATH{sep}3, … that is free."""
+    n, free = 1, path
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.name}{sep}{n}")
+    return free
 
 
 def clean_temporaries(folder: str | Path) -> list[Path]:

@@ -36,13 +36,10 @@ def acquire(root: Path, what: str) -> bool:
     with _GUARD:
         held = _HELD.get(root)
         if held is None:
-            fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = _take(root)
+            if fd is None:
                 raise ProjectError(root, f"the project is in use by {holder(root)}: wait for it to finish, or "
-                                         "close the project there") from None
+                                         "close the project there")
             atomic_write_json(root / LOCK_INFO_FILE, {"pid": os.getpid(), "what": what,
                                                       "since": datetime.now().isoformat(timespec="seconds")})
             clean_temporaries(root)
@@ -52,12 +49,31 @@ def acquire(root: Path, what: str) -> bool:
 
 
 def tidy(root: Path) -> None:
-    """Clean a killed writer's temporaries from ``root`` when no process writes there now (else leave them)."""
+    """Clean a killed writer's temporaries from ``root`` when no process writes there now (else leave them: a
+    writer of this process or another cleaned them when it took the lock)."""
+    root = Path(root)
+    with _GUARD:
+        if root in _HELD:
+            return
+        try:
+            fd = _take(root)
+        except OSError:
+            return  # a read-only folder: nothing to clean there
+        if fd is not None:
+            clean_temporaries(root)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _take(root: Path) -> int | None:
+    """The lock file's descriptor, locked by this process; None when another process holds it."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        acquire(root, "open")
-    except (ProjectError, OSError):
-        return  # in use (its writer cleans up), or a read-only folder
-    release(root)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def release(root: Path) -> None:

@@ -42,6 +42,10 @@ class Stage:
         return f"{self.label} {'were' if self.plural else 'was'}"
 
     @property
+    def unmade(self) -> str:
+        return f"{self.label} {'have' if self.plural else 'has'} not been made"
+
+    @property
     def redo(self) -> str:
         return f"{self.verb} again (avatar-studio-cli {self.command})"
 
@@ -99,8 +103,7 @@ def begin(project: Project, stage: str, config: dict[str, Any], extra: dict[str,
     for name in STAGES[stage].upstream:
         up = STAGES[name]
         if name not in project.stages:
-            raise ProjectError(project.root, f"{up.label} {'have' if up.plural else 'has'} not been made yet: "
-                                             f"{up.todo}")
+            raise ProjectError(project.root, f"{up.unmade} yet: {up.todo}")
         require_current(project, name)
         inputs[name] = project.stages[name].created
     inputs.update(extra or {})
@@ -124,8 +127,7 @@ def status(project: Project) -> dict[str, StageStatus]:
     for stage in STAGES.values():
         rec = project.stages.get(stage.name)
         if rec is None:
-            out[stage.name] = StageStatus("missing", f"{stage.label} {'have' if stage.plural else 'has'} not been "
-                                                     f"made: {stage.todo}")
+            out[stage.name] = StageStatus("missing", f"{stage.unmade}: {stage.todo}")
             continue
         changed = rec.changed_file(project.root)
         if changed is not None:

@@ -103,10 +103,6 @@ class JobRunner(QObject):
         self._pool = pool
 
     @property
-    def busy(self) -> bool:
-        return self.worker is not None
-
-    @property
     def pausable(self) -> bool:
         """Whether the running job can hold between steps (it has a ``pause`` event)."""
         return self.worker is not None and hasattr(self.worker.job, "pause")

@@ -248,13 +248,7 @@ def load_encoder(project: Project, config: AudioConfig | None = None) -> Feature
 
 def load_features(project: Project) -> AudioFeatures:
     """The footage's features saved by the audio stage; ProjectError when missing or corrupt."""
-    path = project.path(FEATURES_FILE)
-    if not path.is_file():
-        raise ProjectError(path, "no audio features: run the audio stage first (avatar-studio-cli audio)")
-    data = load_npz(path)
-    if data is None or not {"features", "encoder", "report"} <= set(data):
-        raise damaged(path, "the audio features", "not a readable features file",
-                      "make them again (avatar-studio-cli audio)")
+    data = _read_features(project, None, {"features", "encoder", "report"})
     blocks = tuple(int(b) for b in data["blocks"]) if "blocks" in data else ()
     return AudioFeatures(data["features"], str(data["encoder"]), json.loads(str(data["report"])), blocks)
 
@@ -262,16 +256,22 @@ def load_features(project: Project) -> AudioFeatures:
 def load_summary(project: Project) -> AudioFeatures:
     """The saved features' encoder, report and training curve, without the features themselves (an empty
     [0,0] array): quick enough to show when a project opens. ProjectError when missing or corrupt."""
+    data = _read_features(project, ("encoder", "report", "history"), {"encoder", "report"})
+    return AudioFeatures(np.zeros((0, 0), np.float32), str(data["encoder"]), json.loads(str(data["report"])),
+                         history=json.loads(str(data["history"])) if "history" in data else [])
+
+
+def _read_features(project: Project, keys: tuple[str, ...] | None, needs: set[str]) -> dict[str, np.ndarray]:
+    """The features file's arrays (those of ``keys``, or all); ProjectError when it is missing, and moved aside
+    as damaged when it cannot be read or lacks any of ``needs``."""
     path = project.path(FEATURES_FILE)
     if not path.is_file():
         raise ProjectError(path, "no audio features: run the audio stage first (avatar-studio-cli audio)")
-    data = load_npz(path, ("encoder", "report", "history"))
-    if data is None or not {"encoder", "report"} <= set(data):
+    data = load_npz(path, keys)
+    if data is None or not needs <= set(data):
         raise damaged(path, "the audio features", "not a readable features file",
                       "make them again (avatar-studio-cli audio)")
-    history = json.loads(str(data["history"])) if "history" in data else []
-    return AudioFeatures(np.zeros((0, 0), np.float32), str(data["encoder"]), json.loads(str(data["report"])),
-                         history=history)
+    return data
 
 
 def _saved_config(project: Project) -> AudioConfig:
@@ -305,7 +305,6 @@ class AudioFeaturesJob:
         # Never features for another footage's tracking; a new speech model makes them again.
         run = begin(self.project, STAGE, to_dict(config),
                     {"speech_model": model_digest(config.speech_model)} if config.encoder == "speech" else None)
-        footage, tracking = run.footage, load_tracking(self.project)
         if run.up_to_date:
             try:
                 result = load_features(self.project)
@@ -313,6 +312,7 @@ class AudioFeaturesJob:
                 return result
             except ProjectError:
                 pass
+        footage, tracking = run.footage, load_tracking(self.project)
         fps = Fraction(footage.info["fps"])
         n_frames = len(tracking["landmarks"])
         silent = is_silent(self.project)

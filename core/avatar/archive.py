@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core.errors import ProjectError
-from core.fsutil import atomic_write_json
+from core.fsutil import atomic_write_json, unused
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AVATAR_FILE, AVATARS_DIR, CHECKPOINT_FILE
 from core.project import Project, StageRecord, writes_project
@@ -38,7 +38,7 @@ def keep_current(project: Project) -> Path | None:
     record = project.stages.get(STAGE)
     config = record.config if record is not None and project.path(AVATAR_FILE).is_file() else {}
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = _free(project.path(AVATARS_DIR) / f"{stamp}-{config.get('preset', 'unfinished')}")
+    folder = unused(project.path(AVATARS_DIR) / f"{stamp}-{config.get('preset', 'unfinished')}", "-")
     folder.mkdir(parents=True)
     atomic_write_json(folder / RECORD_FILE, vars(record) if config else {})
     for f in files:
@@ -92,14 +92,6 @@ def _record(folder: Path) -> StageRecord | None:
         return StageRecord(**data) if data else None
     except (OSError, ValueError, TypeError):
         return None
-
-
-def _free(path: Path) -> Path:
-    n, free = 1, path
-    while free.exists():
-        n += 1
-        free = path.with_name(f"{path.name}-{n}")
-    return free
 
 
 @dataclass

@@ -51,7 +51,8 @@ class EvalJob:
         fps = Fraction(footage.info["fps"])
         t = len(driver.views)
         tail = np.arange(training_frames(t, driver.config.holdout), t)       # the held-out frames, in order
-        held = tail[driver.views.valid[tail]]                                  # those with a face: scored
+        scored = driver.views.valid[tail]                                      # bool: a face in view
+        held = tail[scored]                                                    # the frames scored
         if len(held) == 0:
             raise ProjectError(project.root, "no held-out frame shows a face: nothing to evaluate")
         real, outputs, driven = [], [], []
@@ -60,7 +61,7 @@ class EvalJob:
                 cancel.check(self.name)
                 frame = reader.read(i)
                 real.append(frame)
-                if not driver.views.valid[i]:
+                if not scored[k]:
                     outputs.append(frame)  # no face in view: shown as it is, never rendered over, not scored
                     continue
                 mouths = (driver.tracked_mouths(i) if features is None
@@ -69,7 +70,6 @@ class EvalJob:
                 outputs.append(driver.frame(frame, i, driver.lip_from(mouths), driver.views.expr[i]))
                 progress(Progress(0.8 * (k + 1) / len(tail), f"Rendering held-out frame {k + 1}/{len(tail)}"))
         progress(Progress(0.8, "Tracking the renders"))
-        scored = driver.views.valid[tail]
         scores = score([o for o, v in zip(outputs, scored) if v], [r for r, v in zip(real, scored) if v],
                        driver.views.landmarks[held], fps)
         # Before rendering: how the opening that drives the lips follows the real one. Its gap to mouth_r is what

@@ -20,6 +20,7 @@ import numpy as np
 from core.errors import MediaError
 from core.fsutil import atomic_path
 from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.tracking.pose import euler_degrees
 
 # The 52 ARKit blendshapes in ARKit (and Live Link Face) column order.
 ARKIT_NAMES: tuple[str, ...] = (
@@ -87,6 +88,11 @@ def to_mediapipe(arkit: np.ndarray) -> np.ndarray:
     mapped = _MP_OF_ARKIT >= 0
     out[:, _MP_OF_ARKIT[mapped]] = arkit[:, mapped]
     return out
+
+
+def head_angles(rot: np.ndarray) -> np.ndarray:
+    """float32 [T,3]: head rotations [T,3,3] as the yaw, pitch and roll (radians) a Live Link Face take holds."""
+    return np.radians(euler_degrees(rot)).astype(np.float32)
 
 
 def _timecode_rate(fps: float | Fraction) -> int:

@@ -6,16 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-import numpy as np
-
 from core.config import to_dict
-from core.expression.arkit_csv import ArkitTake, from_mediapipe, read_csv, write_csv
+from core.expression.arkit_csv import ArkitTake, from_mediapipe, head_angles, read_csv, write_csv
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import TRACKED_CSV_FILE
 from core.options import option
 from core.pipeline import begin
 from core.project import Project, writes_project
-from core.tracking.pose import euler_degrees
 from core.tracking.track import load_tracking
 
 STAGE = "tracked_csv"
@@ -40,7 +37,7 @@ class TrackedCsvJob:
             return load_tracked_csv(self.project)
         tracking = load_tracking(self.project)
         cancel.check(self.name)
-        head = np.radians(euler_degrees(tracking["rot"])) if self.config.head else None  # [T,3] yaw, pitch, roll
+        head = head_angles(tracking["rot"]) if self.config.head else None  # [T,3] yaw, pitch, roll
         write_csv(self.project.path(TRACKED_CSV_FILE), from_mediapipe(tracking["blendshapes"]),
                   Fraction(run.footage.info["fps"]), head)
         run.record([TRACKED_CSV_FILE])

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import MediaError
-from core.expression.arkit_csv import ARKIT_NAMES, HEAD_NAMES, from_mediapipe, read_csv, to_mediapipe, write_csv
+from core.expression.arkit_csv import (ARKIT_NAMES, HEAD_NAMES, from_mediapipe, head_angles, read_csv, to_mediapipe,
+                                       write_csv)
 from core.expression.edits import load_edits, save_edits
 from core.fsutil import atomic_write_json, set_aside
 from core.layout import EDITS_FILE
 from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES
-from core.tracking.pose import euler_degrees
 from core.tracking.track import load_tracking
 
 NEUTRAL = BLENDSHAPE_NAMES.index("_neutral")
@@ -28,9 +28,10 @@ def resample(values: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarra
     return np.stack([np.interp(at, times, values[:, k]) for k in range(values.shape[1])], axis=1).astype(np.float32)
 
 
-def current_track(project: Project) -> np.ndarray:
-    """float32 [T,52] (the tracking's blendshape order): the edited track, or the tracked one without edits."""
-    tracked = load_tracking(project)["blendshapes"]
+def current_track(project: Project, tracking: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """float32 [T,52] (the tracking's blendshape order): the edited track, or the tracked one without edits
+    (``tracking``: the project's, when already loaded)."""
+    tracked = (tracking if tracking is not None else load_tracking(project))["blendshapes"]
     edits = load_edits(project, len(tracked))
     return np.array(edits["blendshapes"] if edits is not None else tracked, np.float32)
 
@@ -56,8 +57,9 @@ def export_take(project: Project, out: Path, fps: int | None = None) -> int:
     """Write the project's current track to ``out``: a Live Link Face CSV (the head's stabilized rotation
     included) or, for a ``.json`` name, JSON for scripts; at the footage's rate or resampled to ``fps``. Returns
     the frames written."""
-    track = from_mediapipe(current_track(project))                                      # [T,52] ARKit order
-    head = np.radians(euler_degrees(load_tracking(project)["rot"]))                     # [T,3] yaw, pitch, roll
+    tracking = load_tracking(project)
+    track = from_mediapipe(current_track(project, tracking))                            # [T,52] ARKit order
+    head = head_angles(tracking["rot"])                                                 # [T,3] yaw, pitch, roll
     source = Fraction(project.checked_footage().info["fps"])
     rate = Fraction(fps) if fps else source
     if rate != source:

@@ -195,7 +195,7 @@ class AudioPanel(QWidget):
             saved = load_summary(pr)
         except ProjectError:
             return  # the status line says what is missing
-        if record.config.get("encoder") in ENCODERS and self.encoder_box.findData(record.config["encoder"]) >= 0:
+        if self.encoder_box.findData(record.config.get("encoder")) >= 0:
             self.set_encoder(record.config["encoder"])   # the controls as the result was made
             train = record.config.get("train", {})
             for box, key in ((self.steps_box, "steps"), (self.eval_box, "eval_every")):

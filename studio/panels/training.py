@@ -185,7 +185,7 @@ class TrainingPanel(QWidget):
 
     @property
     def paused(self) -> bool:
-        return self.worker is not None and self.worker.job.pause.is_set()
+        return self.state.jobs.paused
 
     # --- a run -----------------------------------------------------------------------------------------
     def run(self, config: TrainConfig | None = None) -> JobWorker | None:
