@@ -211,7 +211,8 @@ def cmd_expression(args: argparse.Namespace) -> int:
         say(f"Wrote {frames} frames of {project.name}'s expressions to {out}")
     else:
         aside = clear_edits(project)
-        say(f"Cleared the edited expressions (kept as {aside.name})" if aside else f"{project.name} has no edits")
+        say(f"Cleared the edited expressions (kept as {', '.join(p.name for p in aside)})" if aside
+            else f"{project.name} has no edits")
     return 0
 
 

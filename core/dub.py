@@ -32,12 +32,14 @@ from core.compose.portrait import PortraitConfig
 from core.compose.watermark import stamp
 from core.config import to_dict
 from core.errors import AvatarStudioError, MediaError
-from core.expression.edits import load_edits
+from core.expression.edits import edited_performance
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, AudioStream, FrameReader, MediaInfo, VideoWriter, load_audio, probe
 from core.options import option
 from core.pipeline import require_current
 from core.project import Project
+from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.tracking.track import load_tracking
 
 SIZES: dict[str, int | None] = {"source": None, "512": 512, "1080p": 1080}  # output height; None: the footage's
 _MAX_AUDIO_RATE = 48000  # the output's AAC rate is the speech's own, between 16 and 48 kHz
@@ -130,13 +132,14 @@ class DubJob:
         seconds = float(n / fps)
         speech = load_audio(audio_path, AUDIO_RATE, start=config.start, duration=seconds)     # [n/fps*16k]
         features = load_encoder(project).features(speech, n, fps, span(progress, 0.0, 0.05), cancel)  # [n,D]
-        driver = Driver.load(project)
+        tracking = load_tracking(project)
+        driver = Driver.load(project, tracking)
         driver.portrait = config.portrait
         frames = len(driver.views)
-        edits = load_edits(project, frames)
-        expr = driver.views.expr if edits is None else expression(edits)                        # [T,E]
-        if edits is not None:
-            notes.append("the upper face follows the project's edited expressions")
+        edited = edited_performance(project, tracking)
+        del tracking
+        expr = expression({"blendshapes": edited.blendshapes, "blendshape_names": BLENDSHAPE_NAMES})  # [T,E]
+        notes += edited.notes
         source = pingpong(np.arange(n) + config.source_start, frames)                          # [n]
         faceless = int((~driver.views.valid[source]).sum())
         if faceless:
@@ -159,7 +162,8 @@ class DubJob:
             for k, (s, frame) in enumerate(in_order(reader, source.tolist())):
                 cancel.check(self.name)
                 if driver.views.valid[s]:  # no face in view: the footage's frame as it is, never a render over it
-                    frame = driver.frame(frame, s, driver.lip(driver.model.audio_window(features, k)), expr[s])
+                    frame = driver.frame(frame, s, driver.lip(driver.model.audio_window(features, k)), expr[s],
+                                         (edited.rot[s], edited.trans[s]) if edited.posed else None)
                 if video.size != reader.size:
                     shrink = video.size[1] < reader.size[1]
                     frame = cv2.resize(frame, video.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)

@@ -15,7 +15,8 @@ CHECKPOINT_FILE = "avatar_train.pt"    # avatar: the resumable training state
 AVATARS_DIR = "avatars"                # avatars kept when another run replaced them (core.avatar.archive)
 EVAL_FILE = "eval.json"                # evaluation of the audio-driven avatar on the held-out frames
 VIDEO_FILE = "eval.mp4"                # its side-by-side video
-EDITS_FILE = "expression_edits.npz"    # expression edits over the footage's frames
+EDITS_FILE = "expression_edits.npz"    # an imported take: the performance the edits start from
+KEYS_FILE = "expression_keys.json"     # keyframed expression and pose edits, with their undo history
 TRACKED_CSV_FILE = "tracked_blendshapes.csv"  # the tracked face as a Live Link Face CSV
 
 

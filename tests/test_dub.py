@@ -16,7 +16,7 @@ import pytest
 from core.compose.portrait import PortraitConfig, portrait_mask
 from core.dub import DubConfig, DubJob, in_order, output_size, pingpong
 from core.errors import MediaError
-from core.expression.edits import save_edits
+from core.expression.edits import save_take
 from core.jobs import Cancelled, CancelToken, run_job
 from core.media import FrameReader, load_audio, probe
 from core.metrics import seam_errors
@@ -159,12 +159,13 @@ def test_edited_expressions_drive_the_upper_face(trained_project, copy_project, 
     edited = tracking["blendshapes"].copy()
     names = [str(n) for n in tracking["blendshape_names"]]
     edited[:, names.index("eyeBlinkLeft")] = edited[:, names.index("eyeBlinkRight")] = 1.0   # eyes shut
-    save_edits(project, edited)
+    save_take(project, edited)
     seen = []
     real_frame = Driver.frame
-    monkeypatch.setattr(Driver, "frame", lambda self, f, s, a, e: seen.append((s, e)) or real_frame(self, f, s, a, e))
+    monkeypatch.setattr(Driver, "frame", lambda self, f, s, a, e, pose=None:
+                        seen.append((s, e)) or real_frame(self, f, s, a, e, pose))
     result = run_job(DubJob(project, media_dir / "speech_en_60s_16k.wav", tmp_path / "d.mp4", DubConfig(end=0.2)))
-    assert result.notes == ["the upper face follows the project's edited expressions"]
+    assert result.notes == ["the upper face follows the project's imported expression take"]
     want = expression({"blendshapes": edited, "blendshape_names": tracking["blendshape_names"]})
     assert [s for s, _ in seen] == [0, 1, 2, 3, 4]
     for s, e in seen:

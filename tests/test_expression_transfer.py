@@ -11,7 +11,7 @@ import pytest
 
 from core.cli import main
 from core.expression.arkit_csv import ARKIT_NAMES, EYE_NAMES, HEAD_NAMES
-from core.expression.edits import load_edits
+from core.expression.edits import load_take
 from core.layout import EDITS_FILE
 from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES
@@ -26,7 +26,7 @@ def test_export_then_import_gives_the_same_track(tracked_project, copy_project, 
     assert "200 frames" in capsys.readouterr().out
     project = Project.open(root)
     tracked = load_tracking(project)["blendshapes"]
-    edited = load_edits(project, len(tracked))["blendshapes"]
+    edited = load_take(project, len(tracked))["blendshapes"]
     arkit = [i for i, n in enumerate(BLENDSHAPE_NAMES) if n != "_neutral"]
     assert np.abs(edited[:, arkit] - np.clip(tracked[:, arkit], 0, 1)).max() < 1e-4
 
@@ -47,7 +47,7 @@ def test_a_hand_made_60fps_take_is_resampled_to_the_footage(tracked_project, cop
     assert "51 frames" in capsys.readouterr().out       # 0 .. 2 s of 25 fps footage
     project = Project.open(root)
     tracked = load_tracking(project)["blendshapes"]
-    edited = load_edits(project, len(tracked))["blendshapes"]
+    edited = load_take(project, len(tracked))["blendshapes"]
     jaw, brow = BLENDSHAPE_NAMES.index("jawOpen"), BLENDSHAPE_NAMES.index("browInnerUp")
     assert np.allclose(edited[:51, jaw], np.arange(51) / 25 / 2, atol=2e-3)
     assert np.allclose(edited[:51, brow], 0.7, atol=1e-4)

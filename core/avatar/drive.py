@@ -22,7 +22,10 @@ from core.pipeline import require_current
 from core.project import Project
 from core.render.api import rasterize
 from core.split import trained_on
+from core.tracking.pose import project
 from core.tracking.track import load_tracking
+
+Pose = tuple[np.ndarray, np.ndarray]  # rot [3,3], trans [3]: a frame's head pose
 
 
 @dataclass
@@ -30,16 +33,19 @@ class Driver:
     model: AvatarModel
     config: TrainConfig
     views: FootageViews         # the source footage: crops, cameras, landmarks, tracked expression
+    template: np.ndarray        # float32 [468,3] the subject's fitted head, head space: moves the blend with a pose
     portrait: PortraitConfig = PortraitConfig()
 
     @classmethod
-    def load(cls, project: Project) -> "Driver":
-        """The project's trained avatar; ProjectError saying why when it is missing or stale (the footage, the
-        tracking or the audio features changed since it was trained)."""
+    def load(cls, project: Project, tracking: dict[str, np.ndarray] | None = None) -> "Driver":
+        """The project's trained avatar (``tracking``: the project's, when already loaded); ProjectError saying why
+        when it is missing or stale (the footage, the tracking or the audio features changed since it was
+        trained)."""
         require_current(project, "avatar")
         model, config = load_avatar(project.path(AVATAR_FILE))
-        return cls(model, config, FootageViews.from_tracking(load_tracking(project), config.crop_size,
-                                                             config.crop_margin))
+        tracking = load_tracking(project) if tracking is None else tracking
+        return cls(model, config, FootageViews.from_tracking(tracking, config.crop_size, config.crop_margin),
+                   tracking["template"])
 
     @cached_property
     def canonical(self) -> Canonical:
@@ -82,18 +88,37 @@ class Driver:
         with torch.inference_mode():
             return self.model.gaussians(lip, torch.from_numpy(np.ascontiguousarray(expr, np.float32)), self.canonical)
 
-    def render(self, source: int, lip: torch.Tensor, expr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, source: int, lip: torch.Tensor, expr: np.ndarray, pose: Pose | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """(rgb float32 [S,S,3], alpha float32 [S,S]) of the face crop of source frame ``source``, driven by the
-        lip feature [A] and the expression [E]."""
+        lip feature [A] and the expression [E], under the frame's stabilized head pose or ``pose`` (an edited one:
+        rot [3,3], trans [3])."""
         gaussians = self.gaussians(lip, expr)
+        camera = (self.views.camera(source) if pose is None else
+                  self.views.crops.camera(source, *pose, *self.views.intrinsics))
         with torch.inference_mode():
-            out = rasterize(**gaussians, camera=self.views.camera(source), background=torch.zeros(3),
-                            backend=self.config.backend)
+            out = rasterize(**gaussians, camera=camera, background=torch.zeros(3), backend=self.config.backend)
         return out.rgb.clamp(0, 1).numpy(), out.alpha[..., 0].numpy()
 
-    def frame(self, source_frame: np.ndarray, source: int, lip: torch.Tensor, expr: np.ndarray) -> np.ndarray:
-        """uint8 [H,W,3]: ``source_frame`` (frame ``source`` of the footage) with the driven face blended in."""
-        rgb, _ = self.render(source, lip, expr)
+    def frame(self, source_frame: np.ndarray, source: int, lip: torch.Tensor, expr: np.ndarray,
+              pose: Pose | None = None) -> np.ndarray:
+        """uint8 [H,W,3]: ``source_frame`` (frame ``source`` of the footage) with the driven face blended in; under
+        an edited ``pose`` the blend's face oval moves with the head."""
+        rgb, _ = self.render(source, lip, expr, pose)
         h, w = source_frame.shape[:2]
         full = self.views.crops.paste(rgb, source, (w, h))                                # [H,W,3]
-        return composite(source_frame, full, self.views.landmarks[source], self.portrait)
+        return composite(source_frame, full, self.landmarks(source, pose), self.portrait)
+
+    def landmarks(self, source: int, pose: Pose | None = None) -> np.ndarray:
+        """float [478,2]: frame ``source``'s landmarks, moved as the fitted head moves from the stabilized pose to
+        ``pose`` (the iris points with the mean motion)."""
+        marks = self.views.landmarks[source]
+        if pose is None:
+            return marks
+        intrinsics = self.views.intrinsics
+        moved = (project(self.template, *pose, *intrinsics)
+                 - project(self.template, self.views.rot[source], self.views.trans[source], *intrinsics))  # [468,2]
+        out = np.array(marks, np.float32)
+        out[:len(moved)] += moved
+        out[len(moved):] += moved.mean(axis=0)
+        return out

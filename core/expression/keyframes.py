@@ -1,0 +1,196 @@
+"""Keyframed edits over the performance: a lane per control (a blendshape, or one of the head pose's six numbers)
+holding keys, each an offset at a frame and how the curve leaves it. The edited track is the performance (the tracked
+blendshapes, or an imported take) plus each lane's offset curve times its weight, clipped to [0, 1]; the edited pose
+is the stabilized pose plus the pose lanes' offsets (degrees, and the tracking's head units).
+
+Curves follow animation tools: ``linear``; ``smooth``, a cubic Hermite with auto-clamped tangents (flat at the first
+and last key and at a key that is a local extreme, Catmull-Rom slopes elsewhere: no overshoot); ``hold``, a step.
+Before the first key and after the last the curve holds that key's value. Values are immutable, so an undo step is
+the pair of documents before and after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.tracking.pose import euler_degrees
+
+INTERPOLATIONS = ("smooth", "linear", "hold")
+POSE_CHANNELS = ("yaw", "pitch", "roll", "tx", "ty", "tz")   # degrees, degrees, degrees, head units ×3
+BLEND_CHANNELS = tuple(n for n in BLENDSHAPE_NAMES if n != "_neutral")
+CHANNELS = BLEND_CHANNELS + POSE_CHANNELS
+FORMAT = 1  # the saved document's version
+
+
+@dataclass(frozen=True)
+class Key:
+    frame: int
+    value: float              # the offset at ``frame``
+    interp: str = "smooth"    # how the curve goes on to the next key
+
+    def __post_init__(self) -> None:
+        if self.interp not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {self.interp!r} is not one of {', '.join(INTERPOLATIONS)}")
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One control's keys, sorted by frame (one per frame), and the weight its curve is applied with."""
+
+    keys: tuple[Key, ...] = ()
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        frames = [k.frame for k in self.keys]
+        if frames != sorted(set(frames)):
+            raise ValueError(f"a lane's keys must be on distinct frames in order, got {frames}")
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"a lane's weight is within 0..1, got {self.weight}")
+
+    def key_at(self, frame: int) -> Key | None:
+        return next((k for k in self.keys if k.frame == frame), None)
+
+    def with_key(self, frame: int, value: float, interp: str | None = None) -> Lane:
+        """This lane with a key of ``value`` at ``frame`` (replacing one there, keeping its interpolation unless
+        ``interp`` is given)."""
+        old = self.key_at(frame)
+        key = Key(int(frame), float(value), interp or (old.interp if old else "smooth"))
+        return replace(self, keys=tuple(sorted([k for k in self.keys if k.frame != frame] + [key],
+                                               key=lambda k: k.frame)))
+
+    def without_key(self, frame: int) -> Lane:
+        return replace(self, keys=tuple(k for k in self.keys if k.frame != frame))
+
+    def moved(self, frame: int, to: int, copy: bool = False) -> Lane:
+        """The key at ``frame`` moved (or copied) to ``to``, replacing any key there."""
+        key = self.key_at(frame)
+        if key is None or frame == to:
+            return self
+        lane = self if copy else self.without_key(frame)
+        return lane.with_key(to, key.value, key.interp)
+
+    def curve(self, frames: int) -> np.ndarray:
+        """float64 [frames]: the offset at every frame (zero for a lane without keys)."""
+        out = np.zeros(frames)
+        if not self.keys:
+            return out
+        t = np.arange(frames, dtype=np.float64)
+        kt = np.array([k.frame for k in self.keys], np.float64)
+        kv = np.array([k.value for k in self.keys], np.float64)
+        out[:] = np.where(t <= kt[0], kv[0], kv[-1])
+        slopes = _auto_clamped_slopes(kt, kv)
+        for i, key in enumerate(self.keys[:-1]):
+            t0, t1, v0, v1 = kt[i], kt[i + 1], kv[i], kv[i + 1]
+            inside = (t >= t0) & (t < t1)
+            u = (t[inside] - t0) / (t1 - t0)
+            if key.interp == "hold":
+                out[inside] = v0
+            elif key.interp == "linear":
+                out[inside] = v0 + (v1 - v0) * u
+            else:
+                h = t1 - t0
+                out[inside] = ((2 * u**3 - 3 * u**2 + 1) * v0 + (u**3 - 2 * u**2 + u) * h * slopes[i]
+                               + (-2 * u**3 + 3 * u**2) * v1 + (u**3 - u**2) * h * slopes[i + 1])
+        return out
+
+
+def _auto_clamped_slopes(kt: np.ndarray, kv: np.ndarray) -> np.ndarray:
+    """Per key, the curve's slope there: Catmull-Rom's (neighbour to neighbour), zero at the ends and where the
+    key is a local extreme."""
+    slopes = np.zeros(len(kt))
+    for i in range(1, len(kt) - 1):
+        before, after = kv[i] - kv[i - 1], kv[i + 1] - kv[i]
+        if before * after > 0:
+            slopes[i] = (kv[i + 1] - kv[i - 1]) / (kt[i + 1] - kt[i - 1])
+    return slopes
+
+
+@dataclass(frozen=True)
+class Edits:
+    """The whole edit: lanes by control name (``CHANNELS``); lanes without keys are left out."""
+
+    lanes: dict[str, Lane] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.lanes) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"no control named {', '.join(sorted(unknown))}")
+
+    def lane(self, channel: str) -> Lane:
+        return self.lanes.get(channel, Lane())
+
+    def with_lane(self, channel: str, lane: Lane) -> Edits:
+        """These edits with ``channel``'s lane replaced (dropped when it has no keys and full weight)."""
+        lanes = dict(self.lanes)
+        if lane.keys or lane.weight != 1.0:
+            lanes[channel] = lane
+        else:
+            lanes.pop(channel, None)
+        return Edits(lanes)
+
+    def without(self, channels: list[str] | tuple[str, ...]) -> Edits:
+        return Edits({c: lane for c, lane in self.lanes.items() if c not in channels})
+
+    @property
+    def empty(self) -> bool:
+        return not self.lanes
+
+    @property
+    def posed(self) -> bool:
+        """Whether a pose lane moves the head."""
+        return any(c in self.lanes for c in POSE_CHANNELS)
+
+    def offsets(self, channels: tuple[str, ...], frames: int) -> np.ndarray:
+        """float64 [frames, len(channels)]: each control's weighted offset curve."""
+        out = np.zeros((frames, len(channels)))
+        for j, c in enumerate(channels):
+            if c in self.lanes:
+                out[:, j] = self.lanes[c].weight * self.lanes[c].curve(frames)
+        return out
+
+    def apply(self, blendshapes: np.ndarray) -> np.ndarray:
+        """float32 [T,52] (the tracking's order): ``blendshapes`` [T,52] with the blendshape lanes added, clipped."""
+        out = np.array(blendshapes, np.float32)
+        if self.empty:
+            return out
+        columns = [BLENDSHAPE_NAMES.index(c) for c in BLEND_CHANNELS]
+        out[:, columns] = np.clip(out[:, columns] + self.offsets(BLEND_CHANNELS, len(out)), 0.0, 1.0)
+        return out
+
+    def pose(self, rot: np.ndarray, trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The head pose rot [T,3,3], trans [T,3] with the pose lanes' offsets (yaw/pitch/roll in degrees on
+        ``euler_degrees``'s angles, translation in the pose's units); the same arrays when there are none."""
+        if not self.posed:
+            return rot, trans
+        d = self.offsets(POSE_CHANNELS, len(rot))                                      # [T,6]
+        angles = euler_degrees(rot).astype(np.float64) + d[:, :3]                      # [T,3]
+        return pose_rotation(angles).astype(rot.dtype), (trans + d[:, 3:]).astype(trans.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {c: {"weight": lane.weight, "keys": [[k.frame, k.value, k.interp] for k in lane.keys]}
+                for c, lane in sorted(self.lanes.items())}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Edits:
+        """Edits from ``to_dict``'s form; ValueError naming what is malformed."""
+        if not isinstance(data, dict):
+            raise ValueError("the edits are not a mapping of control names")
+        lanes = {}
+        for c, lane in data.items():
+            try:
+                keys = tuple(Key(int(f), float(v), str(i)) for f, v, i in lane["keys"])
+                lanes[c] = Lane(keys, float(lane.get("weight", 1.0)))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"the lane {c!r} is malformed: {e}") from e
+        return cls(lanes)
+
+
+def pose_rotation(angles: np.ndarray) -> np.ndarray:
+    """float64 [T,3,3] from yaw, pitch, roll in degrees [T,3]: the inverse of ``euler_degrees``
+    (R = Ry(yaw) Rx(pitch) Rz(roll))."""
+    return Rotation.from_euler("YXZ", np.asarray(angles, np.float64), degrees=True).as_matrix()
