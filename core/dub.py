@@ -27,7 +27,7 @@ import numpy as np
 from core import __version__
 from core.audio.features import load_encoder
 from core.avatar.drive import Driver
-from core.avatar.views import expression
+from core.avatar.views import expression_of
 from core.compose.portrait import PortraitConfig
 from core.compose.watermark import stamp
 from core.config import to_dict
@@ -38,7 +38,6 @@ from core.media import AUDIO_RATE, AudioStream, FrameReader, MediaInfo, VideoWri
 from core.options import option
 from core.pipeline import require_current
 from core.project import Project
-from core.tracking.landmarks import BLENDSHAPE_NAMES
 from core.tracking.track import load_tracking
 
 SIZES: dict[str, int | None] = {"source": None, "512": 512, "1080p": 1080}  # output height; None: the footage's
@@ -138,7 +137,7 @@ class DubJob:
         frames = len(driver.views)
         edited = edited_performance(project, tracking)
         del tracking
-        expr = expression({"blendshapes": edited.blendshapes, "blendshape_names": BLENDSHAPE_NAMES})  # [T,E]
+        expr = expression_of(edited.blendshapes)                                               # [T,E]
         notes += edited.notes
         source = pingpong(np.arange(n) + config.source_start, frames)                          # [n]
         faceless = int((~driver.views.valid[source]).sum())

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -28,7 +28,7 @@ from studio.docks import PANELS
 from studio.frames import FrameFetcher
 from studio.panels.export import ExportDialog
 from studio.panels.project import VIDEO_FILTER
-from studio.panels.viewer import ViewerPanel
+from studio.panels.viewer import MODES, ViewerPanel
 from studio.panels.viewport import LoadSplatsJob
 from studio.state import DubForViewJob, Footage, ImportJob, StudioState
 from studio.workers import JobWorker
@@ -141,13 +141,27 @@ class MainWindow(QMainWindow):
         file.addSeparator()
         self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, file)
 
+        edit = self.menuBar().addMenu("&Edit")
+        undo = self.state.edits.undo
+        for action, keys in ((undo.createUndoAction(self, "&Undo"), QKeySequence.StandardKey.Undo),
+                             (undo.createRedoAction(self, "&Redo"), "Ctrl+Shift+Z")):
+            action.setShortcut(QKeySequence(keys))
+            self.addAction(action)
+            edit.addAction(action)
+        edit.addSeparator()
+        self._action("Set &Key (K; while playing, K stops)", self.key_or_stop, "K", edit)
+        self._action("&Remove Key", self.remove_key, "Shift+K", edit)
+        self._action("&Delete Selected Key", self.delete_selected_key, QKeySequence.StandardKey.Delete, edit)
+        self._action("Previous Key", lambda: self.jump_to_key(-1), "[", edit)
+        self._action("Next Key", lambda: self.jump_to_key(1), "]", edit)
+
         play = self.menuBar().addMenu("&Playback")
         self._action("Play / Pause", self.playback.toggle, "Space", play)
         self._action("Previous Frame", lambda: self.playback.step(-1), "Left", play)
         self._action("Next Frame", lambda: self.playback.step(1), "Right", play)
         play.addSeparator()
         self._action("Shuttle Backward", lambda: self.playback.shuttle(-1), "J", play)
-        self._action("Stop", self.playback.stop, "K", play)
+        self._action("Stop", self.playback.stop, None, play)
         self._action("Shuttle Forward", lambda: self.playback.shuttle(1), "L", play)
         play.addSeparator()
         self._action("First Frame", lambda: self._seek(0), "Home", play)
@@ -164,6 +178,21 @@ class MainWindow(QMainWindow):
         self._action("&Train Avatar", lambda: panels["training"].run(), None, avatar)
 
         view = self.menuBar().addMenu("&View")
+        toolbar = self.addToolBar("Viewer")
+        toolbar.setObjectName("toolbar-viewer")
+        modes = QActionGroup(self)
+        self.viewer_actions: dict[str, QAction] = {}
+        for i, (mode, text) in enumerate(MODES.items()):
+            action = self.viewer_actions[mode] = QAction(text, self, checkable=True,
+                                                         shortcut=QKeySequence(f"Ctrl+{i + 1}"))
+            action.setChecked(mode == self.viewer.mode)
+            action.toggled.connect(lambda on, m=mode: on and self.viewer.set_mode(m))
+            modes.addAction(action)
+            self.addAction(action)
+            view.addAction(action)
+            toolbar.addAction(action)
+        self.viewer.mode_changed.connect(lambda m: self.viewer_actions[m].setChecked(True))
+        view.addSeparator()
         for name, text, key in (("landmarks", "Landmark overlay", "Shift+L"),
                                 ("mesh", "Mesh overlay (stabilized pose)", "Shift+M")):
             action = QAction(text, self, checkable=True, shortcut=QKeySequence(key))
@@ -190,6 +219,36 @@ class MainWindow(QMainWindow):
         for w in (self.job_label, self.progress_bar, self.cancel_button):
             bar.addPermanentWidget(w)
             w.hide()
+
+    # --- keys ---------------------------------------------------------------------------------------
+    def _keyed_controls(self) -> tuple[str, ...]:
+        return self.panels["expression"].linked(self.state.edits.selected)
+
+    def key_or_stop(self) -> None:
+        """K: stops playback or the shuttle, as in editing tools; stopped, keys the selected control at the
+        playhead (its left/right partner too when linked)."""
+        if self.state.playing:
+            self.playback.stop()
+        elif self.state.edits.project is not None:
+            self.state.edits.key(self._keyed_controls(), self.state.frame)
+
+    def remove_key(self) -> None:
+        """Shift+K: removes the selected control's key at the playhead."""
+        self.state.edits.remove_keys(self._keyed_controls(), self.state.frame)
+
+    def delete_selected_key(self) -> None:
+        if self.state.edits.selected_key is not None:
+            channel, frame = self.state.edits.selected_key
+            self.state.edits.remove_keys((channel,), frame)
+
+    def jump_to_key(self, direction: int) -> None:
+        """[ and ]: the playhead to the previous or next frame keyed on any control."""
+        frames = self.state.edits.key_frames()
+        here = self.state.frame
+        target = (max((f for f in frames if f < here), default=None) if direction < 0 else
+                  min((f for f in frames if f > here), default=None))
+        if target is not None:
+            self._seek(target)
 
     # --- jobs ---------------------------------------------------------------------------------------
     def run_job(self, job: Job[Any], on_finished, on_errored=None) -> JobWorker | None:
@@ -275,6 +334,7 @@ class MainWindow(QMainWindow):
             return
         if self.state.preview is None:  # with a dub shown, the footage's playhead was kept when it was exported
             pr.view["frame"] = self.state.frame
+        self.state.edits.flush()
         try:
             pr.save()
         except OSError as e:
@@ -427,12 +487,13 @@ class MainWindow(QMainWindow):
         self.cancel_job()
         self.playback.stop()
         self.fetcher.close()
+        self.viewer.shutdown()
         for panel in self.panels.values():
             if hasattr(panel, "shutdown"):  # panels with threads of their own stop them
                 panel.shutdown()
         if self.state.project is not None:
             self.save_project()
-            self.state.set_project(None)  # the project is unlocked for other processes
+            self.state.set_project(None)  # the edits are saved as the project closes  # the project is unlocked for other processes
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
         super().closeEvent(event)

@@ -22,6 +22,7 @@ from core.pipeline import StageStatus
 from core.pipeline import status as stage_status
 from core.project import FootageStatus, Project
 from core.tracking.track import TrackJob, load_tracking
+from studio.editing import EditSession
 from studio.playback import Playback
 from studio.workers import JobRunner
 
@@ -159,6 +160,8 @@ class StudioState(QObject):
         self.jobs = JobRunner()
         self.jobs.ended.connect(lambda _name: self.refresh_stages())
         self.playback = Playback(self)  # the transport: plays, steps and shuttles the playhead
+        self.edits = EditSession(self)  # the expression edits over the tracked footage, and their undo stack
+        self.edits.notice.connect(self.notice)
 
     def set_project(self, project: Project | None) -> None:
         """Make ``project`` the open one and keep it locked for this process while it is (ProjectError, and the
@@ -231,6 +234,7 @@ class StudioState(QObject):
         if tracking is None and self.tracking is None:
             return  # nothing to clear: spares the panels a relayout
         self.tracking = tracking
+        self.edits.load(self.project, tracking)
         self.tracking_changed.emit()
         self.refresh_stages()
 

@@ -40,7 +40,7 @@ def test_window_opens_with_docks_and_menus(window):
     assert window.windowTitle() == "Avatar Studio"
     assert window.docks["project"].isVisible() and window.docks["timeline"].isVisible() and window.viewer.isVisible()
     menus = [a.text() for a in window.menuBar().actions()]
-    assert menus == ["&File", "&Playback", "&Tracking", "&Audio", "A&vatar", "&View"]
+    assert menus == ["&File", "&Edit", "&Playback", "&Tracking", "&Audio", "A&vatar", "&View"]
     assert window.panels["project"].text("Project").startswith("No project")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from core.avatar.deform import EXPRESSION_BLENDSHAPES
 from core.avatar.gaussians import frame_camera
 from core.render.camera import Camera
+from core.tracking.landmarks import BLENDSHAPE_NAMES
 from core.tracking.template import FACE_OVAL
 
 
@@ -71,6 +72,11 @@ def face_crops(landmarks: np.ndarray, size: int, margin: float = 1.5) -> FaceCro
     lo, hi = oval.min(axis=1), oval.max(axis=1)                      # [T,2]
     side = float(margin * (hi - lo).max())
     return FaceCrops(((lo + hi) / 2 - side / 2).astype(np.float64), side, int(size))
+
+
+def expression_of(blendshapes: np.ndarray) -> np.ndarray:
+    """float32 [...,E]: the EXPRESSION_BLENDSHAPES coefficients of blendshapes [...,52] in the tracking's order."""
+    return np.asarray(blendshapes[..., [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]], np.float32)
 
 
 def expression(tracking: dict[str, np.ndarray]) -> np.ndarray:

@@ -76,10 +76,14 @@ class Lane:
 
     def curve(self, frames: int) -> np.ndarray:
         """float64 [frames]: the offset at every frame (zero for a lane without keys)."""
-        out = np.zeros(frames)
+        return self.at(np.arange(frames))
+
+    def at(self, frames: np.ndarray) -> np.ndarray:
+        """float64 [N]: the offset at each of ``frames`` [N] (zero for a lane without keys)."""
+        t = np.asarray(frames, np.float64)
+        out = np.zeros(len(t))
         if not self.keys:
             return out
-        t = np.arange(frames, dtype=np.float64)
         kt = np.array([k.frame for k in self.keys], np.float64)
         kv = np.array([k.value for k in self.keys], np.float64)
         out[:] = np.where(t <= kt[0], kv[0], kv[-1])
@@ -145,29 +149,33 @@ class Edits:
         """Whether a pose lane moves the head."""
         return any(c in self.lanes for c in POSE_CHANNELS)
 
-    def offsets(self, channels: tuple[str, ...], frames: int) -> np.ndarray:
-        """float64 [frames, len(channels)]: each control's weighted offset curve."""
-        out = np.zeros((frames, len(channels)))
+    def offsets(self, channels: tuple[str, ...], frames: np.ndarray) -> np.ndarray:
+        """float64 [N, len(channels)]: each control's weighted offset at each of ``frames`` [N]."""
+        out = np.zeros((len(frames), len(channels)))
         for j, c in enumerate(channels):
             if c in self.lanes:
-                out[:, j] = self.lanes[c].weight * self.lanes[c].curve(frames)
+                out[:, j] = self.lanes[c].weight * self.lanes[c].at(frames)
         return out
 
-    def apply(self, blendshapes: np.ndarray) -> np.ndarray:
-        """float32 [T,52] (the tracking's order): ``blendshapes`` [T,52] with the blendshape lanes added, clipped."""
+    def apply(self, blendshapes: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
+        """float32 [N,52] (the tracking's order): ``blendshapes`` [N,52] of ``frames`` [N] (default: 0..N-1) with
+        the blendshape lanes added, clipped."""
         out = np.array(blendshapes, np.float32)
         if self.empty:
             return out
+        frames = np.arange(len(out)) if frames is None else frames
         columns = [BLENDSHAPE_NAMES.index(c) for c in BLEND_CHANNELS]
-        out[:, columns] = np.clip(out[:, columns] + self.offsets(BLEND_CHANNELS, len(out)), 0.0, 1.0)
+        out[:, columns] = np.clip(out[:, columns] + self.offsets(BLEND_CHANNELS, frames), 0.0, 1.0)
         return out
 
-    def pose(self, rot: np.ndarray, trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The head pose rot [T,3,3], trans [T,3] with the pose lanes' offsets (yaw/pitch/roll in degrees on
-        ``euler_degrees``'s angles, translation in the pose's units); the same arrays when there are none."""
+    def pose(self, rot: np.ndarray, trans: np.ndarray, frames: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The head pose rot [N,3,3], trans [N,3] of ``frames`` [N] (default: 0..N-1) with the pose lanes' offsets
+        (yaw/pitch/roll in degrees on ``euler_degrees``'s angles, translation in the pose's units); the same arrays
+        when there are none."""
         if not self.posed:
             return rot, trans
-        d = self.offsets(POSE_CHANNELS, len(rot))                                      # [T,6]
+        d = self.offsets(POSE_CHANNELS, np.arange(len(rot)) if frames is None else frames)  # [N,6]
         angles = euler_degrees(rot).astype(np.float64) + d[:, :3]                      # [T,3]
         return pose_rotation(angles).astype(rot.dtype), (trans + d[:, 3:]).astype(trans.dtype)
 

@@ -1,4 +1,5 @@
-"""Timeline: transport controls, the audio waveform and a playhead to scrub (pyqtgraph)."""
+"""Timeline: transport controls, the audio waveform and a playhead to scrub, and the expression edits' key lanes
+under it on the same frames (pyqtgraph)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSpinBox, QStyle, QToolButton, QVBoxLayout, QWidget
 
 from core.tracking.track import without_face
+from studio.panels.key_lanes import KeyLanes
 from studio.state import StudioState
 from studio.timecode import timecode
 
@@ -100,7 +102,10 @@ class TimelinePanel(QWidget):
         self.plot = pg.PlotWidget(axisItems={"bottom": TimecodeAxis(state)},
                                   viewBox=ScrubViewBox(lambda x: self.state.footage and self._seek(int(round(x)))))
         self.plot.setBackground((24, 24, 28))
-        self.plot.hideAxis("left")
+        left = self.plot.getAxis("left")  # as wide as the key lanes' names, so both share their frames' x
+        left.setTicks([[]])
+        left.setStyle(showValues=False)
+        left.setLabel("audio")
         self.plot.setMenuEnabled(False)
         self.plot.getPlotItem().hideButtons()
         self.plot.setMouseEnabled(x=True, y=False)
@@ -116,12 +121,16 @@ class TimelinePanel(QWidget):
         self.cursor.sigPositionChanged.connect(lambda line: self._seek(int(round(line.value()))))
         self.plot.addItem(self.cursor)
         self.faceless: list[pg.LinearRegionItem] = []  # shaded spans of frames with no face in view
+        left.setWidth(120)
+        self.lanes = KeyLanes(state, lambda x: self.state.footage and self._seek(int(round(x))))
+        self.lanes.setXLink(self.plot)
 
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
         layout.addWidget(self.plot, 1)
+        layout.addWidget(self.lanes)
 
         state.footage_changed.connect(self._footage_changed)
         state.tracking_changed.connect(self._show_faceless)
@@ -166,8 +175,9 @@ class TimelinePanel(QWidget):
         self.cursor.blockSignals(True)  # clamping the old playhead to shorter footage is no seek: frame_changed follows
         self.cursor.setBounds((0, fp.frame_count - 1))
         self.cursor.blockSignals(False)
-        self.plot.setXRange(0, fp.frame_count - 1, padding=0.01)
+        # The limits first: the range of footage longer than the last would be clamped to the last's limits.
         self.plot.getPlotItem().vb.setLimits(xMin=-0.05 * fp.frame_count, xMax=1.05 * fp.frame_count)
+        self.plot.setXRange(0, fp.frame_count - 1, padding=0.01)
 
     def _show_faceless(self) -> None:
         """Shade the spans where tracking found no face: training skips them and a dub shows them as they are."""

@@ -1,33 +1,136 @@
 """Viewer: the current frame, letterboxed to the panel, with its frame number and timecode (and the file's name
-when a dub is shown in the footage's place)."""
+when a dub is shown in the footage's place). It shows the footage, the avatar in context (the footage with the
+trained avatar blended in, under the edited expression and pose: what a dub shows) or a split wipe of the two,
+its line dragged with the mouse."""
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QLineF, QPointF, QRect, Qt
+from PySide6.QtCore import QLineF, QPointF, QRect, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from core.layout import AVATAR_FILE
+
 from core.tracking.pose import project
 from core.tracking.template import canonical_mesh
+from studio.composite import Composited, CompositeFrames
+from studio.frames import FrameFetcher
 from studio.state import StudioState
 from studio.timecode import timecode
 
+FOOTAGE, AVATAR, SPLIT = "footage", "avatar", "split"  # what the Viewer shows
+MODES = {FOOTAGE: "Footage", AVATAR: "Avatar in Context", SPLIT: "Split Wipe"}
+
+
+def _qimage(rgb: np.ndarray) -> QImage:
+    h, w, _ = rgb.shape
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+
 
 class ViewerPanel(QWidget):
+    mode_changed = Signal(str)
+    composite_shown = Signal(int)  # a composite of this frame is on screen (tests and benchmarks wait on it)
+
     def __init__(self, state: StudioState):
         super().__init__()
         self.state = state
+        self.mode = FOOTAGE
+        self.wipe = 0.5                             # the split line, a fraction of the picture's width
         self.shown_index: int | None = None       # the frame on screen now
         self.shown_frame: np.ndarray | None = None  # uint8 [H,W,3], kept alive for the QImage
+        self.composite: Composited | None = None    # the last avatar-in-context frame made
+        self.composite_error: str | None = None     # why there is none (no avatar, a stale one)
         self._image: QImage | None = None
         self._edges: np.ndarray | None = None  # int32 [E,2] unique template edges, built on first use
+        self.composites = FrameFetcher()
+        self.composites.connect_ready(self._composite_ready)
+        self.composites.failed.connect(self._composite_failed, Qt.ConnectionType.QueuedConnection)
+        self._source: CompositeFrames | None = None
         self.setMinimumSize(320, 240)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         state.footage_changed.connect(self._clear)
         state.tracking_changed.connect(self.update)
         state.overlays_changed.connect(self.update)  # the tracked landmarks, the mesh in the stabilized pose
+        state.project_changed.connect(self._load_avatar)
+        state.avatar_changed.connect(self._load_avatar)
+        state.stages_changed.connect(self._load_avatar)
+        state.edits.changed.connect(self._edits_changed)
+        state.frame_changed.connect(lambda _i: self._request_composite())
+
+    # --- avatar in context -------------------------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"the Viewer shows one of {', '.join(MODES)}, not {mode!r}")
+        if mode != self.mode:
+            self.mode = mode
+            self.mode_changed.emit(mode)
+            self._request_composite()
+            self.update()
+
+    def _load_avatar(self) -> None:
+        """A composite source for the open project's trained, current avatar (none otherwise)."""
+        pr = self.state.project
+        avatar = self.state.stage("avatar")
+        usable = pr is not None and pr.path(AVATAR_FILE).is_file() and avatar is not None and avatar.current
+        if usable and self._source is not None and self._source.project is pr:
+            return
+        self.composites.set_source(None)
+        if self._source is not None:
+            self._source.close()
+        self._source = CompositeFrames(pr) if usable else None
+        self.composite = None
+        self.composite_error = None if usable else (
+            "No avatar to show: train one (Avatar ▸ Train Avatar)" if avatar is None or avatar.state == "missing"
+            else f"The avatar is stale: {avatar.reason}")
+        if self._source is not None:
+            self._edits_changed()
+        self.update()
+
+    def _edits_changed(self) -> None:
+        if self._source is None:
+            return
+        edits = self.state.edits
+        self._source.edits, self._source.performance = edits.edits, edits.performance
+        self.composites.set_source(self._source)  # answers made under the old edits are dropped
+        self._request_composite()
+
+    def _request_composite(self) -> None:
+        if self.mode != FOOTAGE and self._source is not None and self.state.preview is None \
+                and self.state.footage is not None:
+            self.composites.request(self.state.frame)
+
+    def _composite_ready(self, _index: int, made: Composited) -> None:
+        self.composite = made
+        self.composite_error = None
+        self.update()
+        self.composite_shown.emit(made.index)
+
+    def _composite_failed(self, _index: int, message: str) -> None:
+        self.composite_error = message
+        self.update()
+
+    def shutdown(self) -> None:
+        self.composites.close()
+        if self._source is not None:
+            self._source.close()
+
+    def composited(self) -> bool:
+        """Whether the picture on screen is the avatar in context (or the wipe) rather than the footage."""
+        return self.mode != FOOTAGE and self.composite is not None and self.state.preview is None
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._drag_wipe(event)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._drag_wipe(event)
+
+    def _drag_wipe(self, event) -> None:
+        r = self.image_rect()
+        if self.mode == SPLIT and event.buttons() & Qt.MouseButton.LeftButton and r.width() > 0:
+            self.wipe = min(1.0, max(0.0, (event.position().x() - r.x()) / r.width()))
+            self.update()
 
     def show_frame(self, index: int, rgb: np.ndarray) -> None:
         """Display decoded frame ``index`` (uint8 [H,W,3]); stale answers for older requests are dropped."""
@@ -41,6 +144,8 @@ class ViewerPanel(QWidget):
 
     def _clear(self) -> None:
         self.shown_index = self.shown_frame = self._image = None
+        self.composite = None
+        self._request_composite()
         self.update()
 
     def image_rect(self) -> QRect:
@@ -61,11 +166,32 @@ class ViewerPanel(QWidget):
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
             return
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        p.drawImage(self.image_rect(), self._image)
+        rect = self.image_rect()
+        if self.composited():
+            c = self.composite
+            p.drawImage(rect, _qimage(c.picture))
+            if self.mode == SPLIT:  # the footage left of the line, the avatar right of it
+                x = rect.x() + round(self.wipe * rect.width())
+                p.save()
+                p.setClipRect(QRect(rect.x(), rect.y(), x - rect.x(), rect.height()))
+                p.drawImage(rect, _qimage(c.footage))
+                p.restore()
+                p.setPen(QPen(QColor(255, 200, 60), 2))
+                p.drawLine(x, rect.y(), x, rect.bottom())
+                p.setPen(QColor(235, 235, 235))
+                p.drawText(QRect(rect.x() + 8, rect.y() + 6, 200, 20), Qt.AlignmentFlag.AlignLeft, "Footage")
+                p.drawText(QRect(rect.right() - 208, rect.y() + 6, 200, 20), Qt.AlignmentFlag.AlignRight, "Avatar")
+        else:
+            p.drawImage(rect, self._image)
         self._paint_overlays(p)
+        if self.mode != FOOTAGE and self.state.preview is None and (self.composite is None or self.composite_error):
+            p.setPen(QColor(255, 200, 120))
+            p.drawText(QRect(8, 8, self.width() - 16, 20), Qt.AlignmentFlag.AlignLeft,
+                       self.composite_error or "Avatar in context: computing…")
         fp = self.state.footage
-        if fp is not None and self.shown_index is not None:
-            label = f"{timecode(self.shown_index, fp.fps)}   frame {self.shown_index} / {fp.frame_count - 1}"
+        index = self.composite.index if self.composited() else self.shown_index
+        if fp is not None and index is not None:
+            label = f"{timecode(index, fp.fps)}   frame {index} / {fp.frame_count - 1}"
             if self.state.preview is not None:
                 label = f"{self.state.preview.name}   {label}"
             p.setPen(QColor(0, 0, 0, 160))

@@ -17,6 +17,8 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSize
 
 from core.audio.features import load_features
 from core.avatar.drive import Driver
+from core.avatar.views import expression_of
+from core.expression.keyframes import Edits
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AVATAR_FILE
 from core.project import Project
@@ -53,11 +55,14 @@ def gaussians_to_splats(gaussians: dict[str, torch.Tensor]) -> Splats:
 
 
 class AvatarFrames:
-    """Frame index -> the trained avatar's Splats at that frame, driven by the footage's own audio window and
-    expression. Called on the fetcher's thread only, where it also loads the avatar on first use."""
+    """Frame index -> the trained avatar's Splats at that frame, driven by the footage's own audio window and the
+    edited expression (``edits`` over ``performance``, the edit session's, replaced from the UI thread). Called on
+    the fetcher's thread only, where it also loads the avatar on first use."""
 
     def __init__(self, project: Project):
         self.project = project
+        self.edits = Edits()
+        self.performance: np.ndarray | None = None  # float32 [T,52] the blendshapes the edits go over
         self._driver: Driver | None = None
         self._features: np.ndarray | None = None   # float32 [T,D] the footage's audio features
 
@@ -68,7 +73,10 @@ class AvatarFrames:
         driver = self._driver
         i = min(max(index, 0), len(driver.views) - 1)
         lip = driver.lip(driver.model.audio_window(self._features, i))
-        return gaussians_to_splats(driver.gaussians(lip, driver.views.expr[i]))
+        expr = driver.views.expr[i]
+        if self.performance is not None:
+            expr = expression_of(self.edits.apply(self.performance[i:i + 1], np.array([i]))[0])
+        return gaussians_to_splats(driver.gaussians(lip, expr))
 
 
 class ViewportPanel(QWidget):
@@ -99,6 +107,7 @@ class ViewportPanel(QWidget):
         self.view.fps_changed.connect(lambda fps: self.fps_label.setText(f"{fps:5.1f} fps"))
 
         self.file_splats: tuple[Path, Splats] | None = None  # the last .ply opened
+        self.avatar_source: AvatarFrames | None = None       # the project's avatar, driven frame by frame
         self.avatar_frame: int | None = None                 # the frame whose avatar is on screen
         self.avatar_frames = FrameFetcher()
         self.avatar_frames.connect_ready(self._avatar_ready)
@@ -107,6 +116,7 @@ class ViewportPanel(QWidget):
         state.project_changed.connect(self.load_avatar)
         state.avatar_changed.connect(lambda: self.load_avatar(show=True))
         state.frame_changed.connect(self._frame_changed)
+        state.edits.changed.connect(self._edits_changed)
         self.load_avatar()
 
     def mode(self) -> str:
@@ -125,7 +135,8 @@ class ViewportPanel(QWidget):
         ``show`` or no splats file is open; called on project open and after training."""
         pr = self.state.project
         exists = pr is not None and pr.path(AVATAR_FILE).is_file()
-        self.avatar_frames.set_source(AvatarFrames(pr) if exists else None)
+        self.avatar_source = AvatarFrames(pr) if exists else None
+        self._edits_changed()
         self.mode_box.model().item(self.mode_box.findData(AVATAR)).setEnabled(exists)
         self.mode_box.setItemData(self.mode_box.findData(AVATAR), None if exists else
                                   "Train the avatar first (Avatar ▸ Train Avatar)", Qt.ItemDataRole.ToolTipRole)
@@ -136,6 +147,15 @@ class ViewportPanel(QWidget):
 
     def shutdown(self) -> None:
         self.avatar_frames.close()
+
+    def _edits_changed(self) -> None:
+        """The avatar follows the edited expression: answers made under the old edits are dropped."""
+        source = self.avatar_source
+        if source is not None:
+            source.edits, source.performance = self.state.edits.edits, self.state.edits.performance
+        self.avatar_frames.set_source(source)
+        if source is not None and self.mode() == AVATAR and self.isVisible():
+            self.avatar_frames.request(self.state.frame)
 
     # --- view ------------------------------------------------------------------------------------------
     def _set_mode(self, mode: str) -> None:

@@ -1,0 +1,243 @@
+"""The session's expression edits, apart from any view: the performance the edits go over, the keyframed edits
+(``core.expression.keyframes``), the selected control and key, and the undo stack every edit goes through. A drag
+is one undo step; the edits and their undo history are saved into the project shortly after each change (and at
+once on ``flush``), so quitting and reopening restores both."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QUndoCommand, QUndoStack
+
+from core.errors import AvatarStudioError
+from core.expression.edits import HISTORY_LIMIT, History, load_keys, performance, save_keys
+from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, Edits, Lane
+from core.project import Project
+from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.tracking.pose import euler_degrees
+
+SAVE_DELAY_MS = 400
+
+
+class EditCommand(QUndoCommand):
+    """One undo step: the edits before and after it. Steps sharing a ``merge`` token (one slider or key drag)
+    merge into one."""
+
+    def __init__(self, session: EditSession, before: Edits, after: Edits, label: str, merge: object = None):
+        super().__init__(label)
+        self.session, self.before, self.after, self.merge = session, before, after, merge
+
+    def id(self) -> int:  # noqa: A003 - Qt API
+        return -1 if self.merge is None else 1
+
+    def mergeWith(self, other: QUndoCommand) -> bool:  # noqa: N802 - Qt API
+        if not isinstance(other, EditCommand) or other.merge is None or other.merge != self.merge:
+            return False
+        self.after = other.after
+        return True
+
+    def redo(self) -> None:
+        self.session._show(self.after)
+
+    def undo(self) -> None:
+        self.session._show(self.before)
+
+
+class EditSession(QObject):
+    changed = Signal()             # the edits changed: an edit, an undo or redo, or another project's edits
+    selection_changed = Signal()   # the selected control or key
+    notice = Signal(str)           # something the user must read (a damaged edits file, a failed save)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.undo = QUndoStack(self)
+        self.undo.setUndoLimit(HISTORY_LIMIT)
+        self.project: Project | None = None
+        self.edits = Edits()
+        self.performance: np.ndarray | None = None   # float32 [T,52] the take or the tracked blendshapes
+        self.angles: np.ndarray | None = None        # float32 [T,3] the stabilized yaw, pitch, roll (degrees)
+        self.trans: np.ndarray | None = None         # float32 [T,3] the stabilized translation
+        self.selected = "browInnerUp"                # the control K keys and the curve editor shows
+        self.selected_key: tuple[str, int] | None = None  # (control, frame) of the key Delete removes
+        self._loading = False
+        self._save_timer = QTimer(self, singleShot=True, interval=SAVE_DELAY_MS)
+        self._save_timer.timeout.connect(self.flush)
+        self.undo.indexChanged.connect(self._stack_moved)
+
+    # --- the project's edits -------------------------------------------------------------------------
+    def load(self, project: Project | None, tracking: dict[str, np.ndarray] | None) -> None:
+        """Show ``project``'s edits over its ``tracking`` (none without either), its undo history restored."""
+        self.flush()
+        self._loading = True
+        try:
+            self.undo.clear()
+            self.project = project if tracking is not None else None
+            self.edits, self.selected_key = Edits(), None
+            self.performance = self.angles = self.trans = None
+            history = History.start(Edits())
+            if self.project is not None:
+                try:
+                    self.performance = performance(project, tracking)
+                    history = load_keys(project)
+                except AvatarStudioError as e:
+                    self.notice.emit(str(e))
+                self.performance = (self.performance if self.performance is not None
+                                    else np.array(tracking["blendshapes"], np.float32))
+                self.angles, self.trans = euler_degrees(tracking["rot"]), np.asarray(tracking["trans"], np.float32)
+            self.edits = history.states[0]
+            for i, label in enumerate(history.labels):
+                self.undo.push(EditCommand(self, history.states[i], history.states[i + 1], label))
+            self.undo.setIndex(history.index)
+            self.edits = history.states[history.index]
+            self.undo.setClean()
+        finally:
+            self._loading = False
+        self.changed.emit()
+        self.selection_changed.emit()
+
+    def history(self) -> History:
+        """The undo stack as the project keeps it."""
+        commands = [self.undo.command(i) for i in range(self.undo.count())]
+        if not commands:
+            return History.start(self.edits)
+        return History((commands[0].before, *(c.after for c in commands)), tuple(c.text() for c in commands),
+                       self.undo.index())
+
+    def flush(self) -> None:
+        """Save the edits and their undo history now, if anything changed since the last save."""
+        self._save_timer.stop()
+        if self.project is None or self.undo.isClean():
+            return
+        try:
+            save_keys(self.project, self.history())
+        except (AvatarStudioError, OSError) as e:
+            self.notice.emit(f"The expression edits could not be saved: {e}")
+            return
+        self.undo.setClean()
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.performance is None else len(self.performance)
+
+    # --- reading -------------------------------------------------------------------------------------
+    def tracked(self, channel: str, frame: int) -> float:
+        """The performance's value of ``channel`` at ``frame``: a blendshape's coefficient, or for a pose control
+        the stabilized angle (degrees) or translation."""
+        if self.performance is None:
+            return 0.0
+        frame = min(max(frame, 0), self.frames - 1)
+        if channel in POSE_CHANNELS:
+            i = POSE_CHANNELS.index(channel)
+            return float(self.angles[frame, i] if i < 3 else self.trans[frame, i - 3])
+        return float(self.performance[frame, BLENDSHAPE_NAMES.index(channel)])
+
+    def offset(self, channel: str, frame: int) -> float:
+        """The weighted edit of ``channel`` at ``frame``."""
+        lane = self.edits.lane(channel)
+        return float(lane.weight * lane.at(np.array([frame]))[0])
+
+    def value(self, channel: str, frame: int) -> float:
+        """What a slider shows: a blendshape's edited coefficient, or a pose control's offset."""
+        if channel in POSE_CHANNELS:
+            return self.offset(channel, frame)
+        return float(np.clip(self.tracked(channel, frame) + self.offset(channel, frame), 0.0, 1.0))
+
+    def curves(self, channel: str) -> tuple[np.ndarray, np.ndarray]:
+        """(performance [T], edited [T]) of ``channel`` over the footage, for the curve editor."""
+        t = np.arange(self.frames)
+        lane = self.edits.lane(channel)
+        if channel in POSE_CHANNELS:
+            i = POSE_CHANNELS.index(channel)
+            base = (self.angles[:, i] if i < 3 else self.trans[:, i - 3]).astype(np.float64)
+            return base, base + lane.weight * lane.at(t)
+        base = self.performance[:, BLENDSHAPE_NAMES.index(channel)].astype(np.float64)
+        return base, np.clip(base + lane.weight * lane.at(t), 0.0, 1.0)
+
+    def key_frames(self, channels: tuple[str, ...] | None = None) -> list[int]:
+        """The frames keyed on any of ``channels`` (all lanes by default), sorted."""
+        lanes = self.edits.lanes if channels is None else {c: self.edits.lane(c) for c in channels}
+        return sorted({k.frame for lane in lanes.values() for k in lane.keys})
+
+    # --- editing: each call is one undo step (or merges into the drag it belongs to) ----------------------
+    def set_values(self, values: dict[str, float], frame: int, merge: object = None) -> None:
+        """Key each control of ``values`` at ``frame`` so that it shows that value there (``value``'s meaning)."""
+        edits = self.edits
+        for channel, v in values.items():
+            lane = edits.lane(channel)
+            base = 0.0 if channel in POSE_CHANNELS else self.tracked(channel, frame)
+            edits = edits.with_lane(channel, lane.with_key(frame, (v - base) / (lane.weight or 1.0)))
+        self._push(edits, f"Key {', '.join(values)}", merge)
+
+    def key(self, channels: tuple[str, ...], frame: int) -> None:
+        """A key at ``frame`` on each of ``channels`` holding the curve's value there (K)."""
+        edits = self.edits
+        for c in channels:
+            lane = edits.lane(c)
+            edits = edits.with_lane(c, lane.with_key(frame, float(lane.at(np.array([frame]))[0])))
+        self._push(edits, f"Key {', '.join(channels)}")
+
+    def remove_keys(self, channels: tuple[str, ...], frame: int) -> None:
+        """Remove the keys at ``frame`` from ``channels`` (Shift+K, Delete)."""
+        edits = self.edits
+        for c in channels:
+            edits = edits.with_lane(c, edits.lane(c).without_key(frame))
+        if self.selected_key is not None and self.selected_key[1] == frame and self.selected_key[0] in channels:
+            self.select_key(None)
+        self._push(edits, "Delete key")
+
+    def move_key(self, channel: str, frame: int, to: int, value: float | None = None, copy: bool = False,
+                 merge: object = None) -> None:
+        """Move (or copy) ``channel``'s key at ``frame`` to frame ``to``, and to ``value`` (an offset) when given."""
+        lane = self.edits.lane(channel)
+        key = lane.key_at(frame)
+        if key is None:
+            return
+        moved = lane.moved(frame, to, copy) if to != frame else lane
+        if value is not None:
+            moved = moved.with_key(to, value)
+        self._push(self.edits.with_lane(channel, moved), "Copy key" if copy else "Move key", merge)
+        self.select_key((channel, to))
+
+    def set_interp(self, channel: str, frame: int, interp: str) -> None:
+        lane = self.edits.lane(channel)
+        key = lane.key_at(frame)
+        if key is not None and key.interp != interp:
+            self._push(self.edits.with_lane(channel, lane.with_key(frame, key.value, interp)),
+                       f"Interpolation {interp}")
+
+    def set_weight(self, channel: str, weight: float, merge: object = None) -> None:
+        lane = self.edits.lane(channel)
+        self._push(self.edits.with_lane(channel, Lane(lane.keys, float(weight))), f"Weight {channel}", merge)
+
+    def reset(self, channels: tuple[str, ...], label: str) -> None:
+        """Drop the edits of ``channels`` (a control, a group, all)."""
+        self._push(self.edits.without(channels), label)
+
+    # --- selection -----------------------------------------------------------------------------------
+    def select(self, channel: str) -> None:
+        if channel not in BLEND_CHANNELS + POSE_CHANNELS:
+            raise ValueError(f"no control named {channel!r}")
+        if channel != self.selected:
+            self.selected = channel
+            self.selection_changed.emit()
+
+    def select_key(self, key: tuple[str, int] | None) -> None:
+        if key != self.selected_key:
+            self.selected_key = key
+            if key is not None:
+                self.selected = key[0]
+            self.selection_changed.emit()
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _push(self, edits: Edits, label: str, merge: object = None) -> None:
+        if self.project is not None and edits != self.edits:
+            self.undo.push(EditCommand(self, self.edits, edits, label, merge))
+
+    def _show(self, edits: Edits) -> None:
+        self.edits = edits
+        if not self._loading:
+            self.changed.emit()
+
+    def _stack_moved(self, _index: int) -> None:
+        if not self._loading:
+            self._save_timer.start()
