@@ -23,6 +23,7 @@ class Composited:
     index: int
     footage: np.ndarray     # uint8 [H,W,3] the footage's frame
     picture: np.ndarray     # uint8 [H,W,3] the same frame with the avatar blended in (the footage's, faceless)
+    edits: Edits            # the edits it was made under
 
 
 class CompositeFrames:
@@ -48,9 +49,9 @@ class CompositeFrames:
         driver = self._driver
         i = min(max(index, 0), len(driver.views) - 1)
         footage = self._reader.read(i)
-        if not driver.views.valid[i]:
-            return Composited(i, footage, footage)
         edits = self.edits
+        if not driver.views.valid[i]:
+            return Composited(i, footage, footage, edits)
         performance = self.performance if self.performance is not None else self._tracked
         shapes = edits.apply(performance[i:i + 1], np.array([i]))                        # [1,52]
         pose = None
@@ -60,7 +61,7 @@ class CompositeFrames:
         if self._lips is None or self._lips[0] != i:
             self._lips = (i, driver.lip(driver.model.audio_window(self._features, i)))
         picture = driver.frame(footage, i, self._lips[1], expression_of(shapes[0]), pose)
-        return Composited(i, footage, picture)
+        return Composited(i, footage, picture, edits)
 
     def close(self) -> None:
         if self._reader is not None:

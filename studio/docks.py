@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWidget
 
 from studio.panels.audio import AudioPanel
+from studio.panels.curves import CurvesPanel
 from studio.panels.expression import ExpressionPanel
 from studio.panels.pose_curves import PoseCurvesPanel
 from studio.panels.project import ProjectPanel
@@ -40,6 +41,7 @@ PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("pose", "Pose Curves", PoseCurvesPanel, Area.RightDockWidgetArea, size=520),
     PanelSpec("viewport", "Viewport", ViewportPanel, Area.RightDockWidgetArea, tab_with="pose"),
     PanelSpec("expression", "Expression", ExpressionPanel, Area.RightDockWidgetArea, tab_with="pose"),
+    PanelSpec("curves", "Curves", CurvesPanel, Area.RightDockWidgetArea, tab_with="pose"),
     PanelSpec("audio", "Audio", AudioPanel, Area.RightDockWidgetArea, tab_with="pose"),
     PanelSpec("training", "Training", TrainingPanel, Area.RightDockWidgetArea, tab_with="pose"),
 )

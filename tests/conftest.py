@@ -154,6 +154,28 @@ def trained_project(voiced_project, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def expressive_project(voiced_project, tmp_path_factory):
+    """Folder of a voiced may_13s project with an avatar trained long enough (128² crops, 1000 steps: half a minute)
+    that its brows follow the expression controls visibly, to a face tracker too; made once per session."""
+    import shutil
+
+    from core.avatar.config import TrainConfig
+    from core.avatar.gaussians import InitConfig
+    from core.avatar.model import AvatarConfig
+    from core.avatar.train import TrainAvatarJob
+    from core.jobs import run_job
+    from core.project import Project
+
+    root = tmp_path_factory.mktemp("expressive") / "may_13s"
+    shutil.copytree(voiced_project("may_13s.mp4"), root)
+    config = TrainConfig(preset="expressive-test", crop_size=128, max_gaussians=4500,
+                         avatar=AvatarConfig(init=InitConfig(n_gaussians=3000)), stage1_steps=500, stage2_steps=500,
+                         densify_every=50, checkpoint_every=1000, preview_every=1000)
+    run_job(TrainAvatarJob(Project.open(root), config))
+    return root
+
+
+@pytest.fixture(scope="session")
 def faceless_clip(media_dir, tmp_path_factory):
     """gap (a range of frames, or None) -> katie_8s.mp4 re-encoded with those frames replaced by a view with no face
     (the camera on the backdrop), made once per session."""

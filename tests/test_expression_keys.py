@@ -129,3 +129,29 @@ def test_keys_reach_the_csv_export_and_clear_sets_them_aside(tracked_project, co
     assert main(["expression", "--project", str(root), "--clear"]) == 0
     assert not project.path(KEYS_FILE).exists() and project.path(f"{KEYS_FILE}.cleared").is_file()
     assert not edited_performance(project, tracking).posed
+
+
+@pytest.mark.slow
+def test_a_dub_after_editing_shows_the_raised_brows_to_a_face_tracker(expressive_project, copy_project, media_dir,
+                                                                      tmp_path):
+    """The inner brows keyed up over footage frames 135-155 (ramps of 10 frames each side) and dubbed from frame 120:
+    the face tracker reads them raised on the keyed span of the dub and as in the unedited dub elsewhere."""
+    from core.dub import DubConfig, DubJob
+    from core.jobs import run_job
+    from core.media import FrameReader
+    from core.tracking.landmarks import detect_landmarks
+
+    project = Project.open(copy_project(expressive_project))
+    config = DubConfig(end=2.4, source_start=120, watermark=False)          # 60 frames: footage 120-179
+    raised = Edits({"browInnerUp": Lane((Key(125, 0.0), Key(135, 0.9), Key(155, 0.9), Key(165, 0.0)))})
+    seen = {}
+    for name, edits in (("plain", Edits()), ("edited", raised)):
+        save_keys(project, History.start(edits))
+        out = tmp_path / f"{name}.mp4"
+        run_job(DubJob(project, media_dir / "speech_en_60s_16k.wav", out, config))
+        with FrameReader(out) as reader:
+            seen[name] = detect_landmarks(reader).blendshapes[:, BROW]
+    rise = seen["edited"] - seen["plain"]                                   # [60]
+    keyed, elsewhere = rise[15:36], rise[np.r_[0:3, 47:60]]                 # footage 135-155; before 123, after 166
+    assert keyed.mean() > 0.15 and keyed.min() > 0.08, rise.round(3)
+    assert np.abs(elsewhere).max() < 0.06, rise.round(3)
