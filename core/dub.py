@@ -135,7 +135,7 @@ class DubJob:
         driver = Driver.load(project, tracking)
         driver.portrait = config.portrait
         frames = len(driver.views)
-        edited = edited_performance(project, tracking)
+        edited = edited_performance(project, tracking, cancel=cancel)
         del tracking
         expr = expression_of(edited.blendshapes)                                               # [T,E]
         notes += edited.notes

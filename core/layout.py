@@ -7,6 +7,7 @@ LOG_FILE = "errors.log"                # tracebacks of unexpected errors, for a 
 AUDIO_FILE = "audio_16k.wav"           # ingest: the footage's speech, 16 kHz mono
 TRACKING_FILE = "tracking.npz"         # tracking: landmarks, blendshapes, stabilized head pose per frame
 LANDMARKS_FILE = "landmarks.npz"       # tracking: the landmark detector's output, kept to skip it next time
+KEYPOINTS_FILE = "stabilizer_keypoints.npz"  # tracking: the stabilizer's keypoint tracks, to re-stabilize
 FEATURES_FILE = "audio_features.npz"   # audio: one feature vector per video frame
 ENCODER_FILE = "ave.pt"                # audio: the audio-visual encoder trained on the footage
 TRAIN_FILE = "ave_train.pt"            # audio: that encoder's resumable training state
@@ -17,6 +18,7 @@ EVAL_FILE = "eval.json"                # evaluation of the audio-driven avatar o
 VIDEO_FILE = "eval.mp4"                # its side-by-side video
 EDITS_FILE = "expression_edits.npz"    # an imported take: the performance the edits start from
 KEYS_FILE = "expression_keys.json"     # keyframed expression and pose edits, with their undo history
+POSE_FILE = "pose_restabilized.npz"    # the head pose stabilized at the edits' strength
 TRACKED_CSV_FILE = "tracked_blendshapes.csv"  # the tracked face as a Live Link Face CSV
 
 

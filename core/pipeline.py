@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ProjectError
-from core.layout import AVATAR_FILE, FEATURES_FILE, LANDMARKS_FILE, TRACKED_CSV_FILE, TRACKING_FILE
+from core.layout import (AVATAR_FILE, FEATURES_FILE, KEYPOINTS_FILE, LANDMARKS_FILE, TRACKED_CSV_FILE,
+                         TRACKING_FILE)
 from core.project import FootageRef, Project
 
 
@@ -60,7 +61,7 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("tracking", "the tracking", (), (TRACKING_FILE, LANDMARKS_FILE), "core.tracking.track:TrackJob",
+    Stage("tracking", "the tracking", (), (TRACKING_FILE, LANDMARKS_FILE, KEYPOINTS_FILE), "core.tracking.track:TrackJob",
           "core.tracking.track:TrackConfig", "core.tracking.track:load_tracking", "track",
           "track the face: landmarks, blendshapes, head pose (stabilized)", "track the face"),
     Stage("audio", "the audio features", ("tracking",), (FEATURES_FILE,), "core.audio.features:AudioFeaturesJob",

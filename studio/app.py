@@ -6,6 +6,7 @@ import signal
 import sys
 from importlib import resources
 
+import torch
 from PySide6.QtCore import QCoreApplication, QSettings, QTimer
 from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
@@ -19,11 +20,17 @@ ORG, APP = "Avatar Studio", "Avatar Studio"
 # between Qt and Python many times (pyqtgraph) waits up to 5 ms at each crossing while a worker computes;
 # 1 ms keeps the UI thread's waits short at a negligible cost to the workers.
 GIL_SWITCH_INTERVAL_S = 0.001
+# The studio runs torch on threads of its own at once (a job, the Viewer's composites, the Viewport's Gaussians).
+# torch's intra-op pool on top of them oversubscribes the cores, and its spinning threads then wait on each other
+# many times longer than the work takes: each of the studio's threads runs torch on one (benchmarks/expression.py).
+TORCH_THREADS = 1
 
 
 def configure_app(app: QApplication) -> None:
-    """Names for QSettings, the Fusion style with a dark palette, the stylesheet and icon; the GIL interval."""
+    """Names for QSettings, the Fusion style with a dark palette, the stylesheet and icon; the GIL interval and
+    torch's threads."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    torch.set_num_threads(TORCH_THREADS)
     QCoreApplication.setOrganizationName(ORG)
     QCoreApplication.setApplicationName(APP)
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)

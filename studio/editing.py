@@ -1,4 +1,5 @@
-"""The session's expression edits, apart from any view: the performance the edits go over, the keyframed edits
+"""The session's expression edits, apart from any view: the performance the edits go over (the blendshapes and the
+head pose stabilized at the edits' strength, re-stabilized in a job when it changes), the keyframed edits
 (``core.expression.keyframes``), the selected control and key, and the undo stack every edit goes through. A drag
 is one undo step; the edits and their undo history are saved into the project shortly after each change (and at
 once on ``flush``), so quitting and reopening restores both."""
@@ -9,12 +10,15 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
+from dataclasses import replace
+
 from core.errors import AvatarStudioError
-from core.expression.edits import HISTORY_LIMIT, History, load_keys, performance, save_keys
+from core.expression.edits import HISTORY_LIMIT, History, RestabilizeJob, load_keys, performance, save_keys
 from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, Edits, Lane
 from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES
 from core.tracking.pose import euler_degrees
+from studio.workers import JobRunner
 
 SAVE_DELAY_MS = 400
 
@@ -48,15 +52,22 @@ class EditSession(QObject):
     selection_changed = Signal()   # the selected control or key
     notice = Signal(str)           # something the user must read (a damaged edits file, a failed save)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, jobs: JobRunner, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self.jobs = jobs  # re-stabilizes the head pose when the strength changes
         self.undo = QUndoStack(self)
         self.undo.setUndoLimit(HISTORY_LIMIT)
         self.project: Project | None = None
+        self.tracking: dict[str, np.ndarray] | None = None
         self.edits = Edits()
         self.performance: np.ndarray | None = None   # float32 [T,52] the take or the tracked blendshapes
-        self.angles: np.ndarray | None = None        # float32 [T,3] the stabilized yaw, pitch, roll (degrees)
-        self.trans: np.ndarray | None = None         # float32 [T,3] the stabilized translation
+        self.rot: np.ndarray | None = None           # float32 [T,3,3] the head pose stabilized at the strength shown
+        self.trans: np.ndarray | None = None         # float32 [T,3] its translation
+        self.angles: np.ndarray | None = None        # float32 [T,3] its yaw, pitch, roll (degrees)
+        self.stabilizer = 1.0                        # the strength ``rot`` and ``trans`` are stabilized at
+        self._poses: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # strength -> the pose, this session's
+        self._wanted: float | None = None            # a strength whose pose is being made or waits for the runner
+        jobs.ended.connect(lambda _name: self._wanted is not None and self._restabilize())
         self.selected = "browInnerUp"                # the control K keys and the curve editor shows
         self.selected_key: tuple[str, int] | None = None  # (control, frame) of the key Delete removes
         self._loading = False
@@ -72,8 +83,10 @@ class EditSession(QObject):
         try:
             self.undo.clear()
             self.project = project if tracking is not None else None
+            self.tracking = tracking if self.project is not None else None
             self.edits, self.selected_key = Edits(), None
-            self.performance = self.angles = self.trans = None
+            self.performance = self.angles = self.trans = self.rot = None
+            self._poses, self._wanted, self.stabilizer = {}, None, 1.0
             history = History.start(Edits())
             if self.project is not None:
                 try:
@@ -83,7 +96,8 @@ class EditSession(QObject):
                     self.notice.emit(str(e))
                 self.performance = (self.performance if self.performance is not None
                                     else np.array(tracking["blendshapes"], np.float32))
-                self.angles, self.trans = euler_degrees(tracking["rot"]), np.asarray(tracking["trans"], np.float32)
+                self._poses[1.0] = (tracking["rot"], tracking["trans"])
+                self._set_pose(1.0)
             self.edits = history.states[0]
             for i, label in enumerate(history.labels):
                 self.undo.push(EditCommand(self, history.states[i], history.states[i + 1], label))
@@ -92,6 +106,7 @@ class EditSession(QObject):
             self.undo.setClean()
         finally:
             self._loading = False
+        self._follow_stabilizer()
         self.changed.emit()
         self.selection_changed.emit()
 
@@ -213,6 +228,14 @@ class EditSession(QObject):
         """Drop the edits of ``channels`` (a control, a group, all)."""
         self._push(self.edits.without(channels), label)
 
+    def reset_all(self) -> None:
+        """Drop every edit: the keys and the stabilizer's strength."""
+        self._push(Edits(), "Reset all")
+
+    def set_stabilizer(self, strength: float) -> None:
+        """The head pose stabilized at ``strength`` times the tracking's smoothness (re-run in a job)."""
+        self._push(replace(self.edits, stabilizer=round(float(strength), 2)), "Stabilizer strength")
+
     # --- selection -----------------------------------------------------------------------------------
     def select(self, channel: str) -> None:
         if channel not in BLEND_CHANNELS + POSE_CHANNELS:
@@ -236,7 +259,46 @@ class EditSession(QObject):
     def _show(self, edits: Edits) -> None:
         self.edits = edits
         if not self._loading:
+            self._follow_stabilizer()
             self.changed.emit()
+
+    def _set_pose(self, strength: float) -> None:
+        rot, trans = self._poses[strength]
+        self.rot, self.trans = np.asarray(rot, np.float32), np.asarray(trans, np.float32)
+        self.angles, self.stabilizer = euler_degrees(self.rot), strength
+
+    def _follow_stabilizer(self) -> None:
+        """Show the pose at the edits' strength: at once when this session made it, else from a job."""
+        strength = self.edits.stabilizer
+        if self.project is None or strength == self.stabilizer:
+            self._wanted = None
+        elif strength in self._poses:
+            self._wanted = None
+            self._set_pose(strength)
+        else:
+            self._wanted = strength
+            self._restabilize()
+
+    def _restabilize(self) -> None:
+        if self.jobs.worker is not None:
+            return  # tried again when the running job ends
+        strength, project = self._wanted, self.project
+
+        def made(pose: tuple[np.ndarray, np.ndarray]) -> None:
+            if project is not self.project:
+                return
+            self._poses[strength] = pose
+            if self._wanted == strength:
+                self._wanted = None
+            if self.edits.stabilizer == strength:
+                self._set_pose(strength)
+                self.changed.emit()
+
+        def failed(_error: Exception) -> None:
+            self._wanted = None  # the runner's failed signal tells the user; the pose stays as it was
+
+        self.jobs.run(RestabilizeJob(project, self.tracking, strength), on_finished=made, on_errored=failed,
+                      on_cancelled=lambda: failed(None))
 
     def _stack_moved(self, _index: int) -> None:
         if not self._loading:

@@ -160,7 +160,7 @@ class StudioState(QObject):
         self.jobs = JobRunner()
         self.jobs.ended.connect(lambda _name: self.refresh_stages())
         self.playback = Playback(self)  # the transport: plays, steps and shuttles the playhead
-        self.edits = EditSession(self)  # the expression edits over the tracked footage, and their undo stack
+        self.edits = EditSession(self.jobs, self)  # the expression edits over the tracked footage, their undo
         self.edits.notice.connect(self.notice)
 
     def set_project(self, project: Project | None) -> None:

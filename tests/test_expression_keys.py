@@ -103,7 +103,7 @@ def test_keys_and_their_undo_history_are_saved_and_read_back(tracked_project, co
 
 def test_a_damaged_keys_file_is_set_aside_and_named(tracked_project, copy_project):
     project = Project.open(copy_project(tracked_project("katie_8s.mp4")))
-    project.path(KEYS_FILE).write_text('{"format": 1, "edits": {"browInnerUp": {"keys": [[1, "high", "smooth"]]}}}')
+    project.path(KEYS_FILE).write_text('{"format": 1, "edits": {"lanes": {"browInnerUp": {"keys": [[1, "high", "smooth"]]}}}}')
     with pytest.raises(ProjectError, match="keyframed edits is damaged.*browInnerUp"):
         load_keys(project)
     assert not project.path(KEYS_FILE).exists() and project.path(f"{KEYS_FILE}.damaged").is_file()
@@ -155,3 +155,36 @@ def test_a_dub_after_editing_shows_the_raised_brows_to_a_face_tracker(expressive
     keyed, elsewhere = rise[15:36], rise[np.r_[0:3, 47:60]]                 # footage 135-155; before 123, after 166
     assert keyed.mean() > 0.15 and keyed.min() > 0.08, rise.round(3)
     assert np.abs(elsewhere).max() < 0.06, rise.round(3)
+
+
+def test_the_stabilizer_strength_restabilizes_the_pose_from_the_kept_keypoints(tracked_project, copy_project):
+    from core.expression.edits import RestabilizeJob
+    from core.jobs import run_job
+    from core.layout import KEYPOINTS_FILE, POSE_FILE
+
+    project = Project.open(copy_project(tracked_project("may_13s.mp4")))
+    tracking = load_tracking(project)
+    assert project.path(KEYPOINTS_FILE).is_file()                            # kept by the tracking
+    rot, trans = run_job(RestabilizeJob(project, tracking, 1.0))
+    assert rot is tracking["rot"] and trans is tracking["trans"]             # 1: the tracking's own
+
+    def jitter(r):
+        return np.abs(np.diff(euler_degrees(r), 2, axis=0)).mean()          # mean |acceleration|, degrees
+
+    steady, _ = run_job(RestabilizeJob(project, tracking, 4.0))
+    loose, _ = run_job(RestabilizeJob(project, tracking, 0.0))
+    assert jitter(steady) < jitter(tracking["rot"]) < jitter(loose)
+    assert np.abs(euler_degrees(steady) - euler_degrees(tracking["rot"])).max() < 3   # still the head's motion
+    assert project.path(POSE_FILE).is_file()
+    again, _ = run_job(RestabilizeJob(project, tracking, 0.0))               # read back, not computed
+    np.testing.assert_array_equal(again, loose)
+
+    project.path(KEYPOINTS_FILE).unlink()                                    # tracked before they were kept
+    project.path(POSE_FILE).unlink()
+    found, _ = run_job(RestabilizeJob(project, tracking, 4.0))               # found again in the footage
+    np.testing.assert_allclose(found, steady, atol=1e-5)
+
+    save_keys(project, History.start(Edits(stabilizer=4.0)))
+    edited = edited_performance(project, tracking)
+    assert edited.posed and "stabilized at 4x" in edited.notes[0]
+    np.testing.assert_allclose(edited.rot, steady, atol=1e-5)

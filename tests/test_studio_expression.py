@@ -27,11 +27,12 @@ def open_project(window, qtbot, root) -> None:
 
 
 def composite(window, qtbot, previous=None):
-    """The next avatar-in-context frame at the playhead made under the edits of now (after ``previous``)."""
-    viewer = window.viewer
+    """The next avatar-in-context frame at the playhead made under the edits of now, the pose stabilized at their
+    strength (after ``previous``)."""
+    viewer, edits = window.viewer, window.state.edits
     qtbot.waitUntil(lambda: viewer.composite is not None and viewer.composite is not previous
-                    and viewer.composite.index == window.state.frame
-                    and viewer.composite.edits == window.state.edits.edits, timeout=30_000)
+                    and viewer.composite.index == window.state.frame and viewer.composite.edits == edits.edits
+                    and viewer.composite.stabilizer == edits.edits.stabilizer, timeout=30_000)
     return viewer.composite
 
 
@@ -149,6 +150,25 @@ def test_pose_offset_keys_move_the_head_in_the_composite(window, qtbot, expressi
     window.state.edits.undo.undo()
     window.state.edits.undo.undo()
     assert np.array_equal(composite(window, qtbot, raised).picture, before.picture)
+
+
+def test_the_stabilizer_strength_reruns_in_a_job_and_moves_the_composited_head(window, qtbot, expressive_project,
+                                                                               copy_project):
+    open_project(window, qtbot, copy_project(expressive_project))
+    edits = window.state.edits
+    window.state.set_frame(FRAME)
+    window.viewer.set_mode("avatar")
+    before = composite(window, qtbot)
+    tracked = edits.angles.copy()
+    window.panels["expression"].stabilizer.setValue(0)                    # no smoothing: the raw fit's jitter
+    assert edits.edits.stabilizer == 0.0
+    qtbot.waitUntil(lambda: edits.stabilizer == 0.0 and window.job is None, timeout=30_000)
+    assert np.abs(edits.angles - tracked).max() > 0.1                     # the pose the curves show moved
+    loose = composite(window, qtbot, before)
+    assert changed(before, loose).sum() > 0
+    edits.undo.undo()                                                      # 1x again: no job, the tracking's pose
+    assert edits.stabilizer == 1.0 and window.job is None
+    assert np.array_equal(composite(window, qtbot, loose).picture, before.picture)
 
 
 def _drag(view, points, mods=Qt.KeyboardModifier.NoModifier, qtbot=None) -> None:

@@ -7,17 +7,23 @@ frames.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
+from core.config import from_dict
 from core.errors import ProjectError
 from core.expression.keyframes import FORMAT, Edits
 from core.fsutil import atomic_write_json, load_npz, save_npz
-from core.layout import EDITS_FILE, KEYS_FILE
+from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.layout import EDITS_FILE, KEYPOINTS_FILE, KEYS_FILE, POSE_FILE
+from core.media import FrameReader
 from core.project import Project, damaged
 from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.tracking.stabilize import Tracks, restabilize, track_keypoints
+from core.tracking.track import TrackConfig
 
 HISTORY_LIMIT = 200  # undo steps kept in the project
 
@@ -114,20 +120,68 @@ class EditedPerformance:
     notes: list[str]          # what differs from the tracked footage, for the user
 
 
+def pose_digest(tracking: dict[str, np.ndarray]) -> str:
+    """Identifies the raw fit and landmarks a stabilized pose is computed from."""
+    h = hashlib.sha256()
+    for k in ("rot_raw", "trans_raw", "landmarks", "valid"):
+        h.update(np.ascontiguousarray(tracking[k]).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class RestabilizeJob:
+    """The head pose stabilized at ``strength`` (the smoothness term times it): the tracking's own at 1; otherwise
+    the bundle adjustment again from the tracking's keypoint tracks (found again in the footage when a project
+    tracked before they were kept has none), kept in the project for the next time."""
+
+    project: Project
+    tracking: dict[str, np.ndarray]
+    strength: float
+    name: str = "Stabilize the head pose"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> tuple[np.ndarray, np.ndarray]:
+        tracking, strength = self.tracking, float(self.strength)
+        if strength == 1.0:
+            return tracking["rot"], tracking["trans"]
+        digest = pose_digest(tracking)
+        path = self.project.path(POSE_FILE)
+        kept = load_npz(path) if path.exists() else None
+        if kept is not None and str(kept.get("digest")) == digest and float(kept.get("strength", -1)) == strength:
+            return kept["rot"], kept["trans"]
+        config = from_dict(TrackConfig, json.loads(str(tracking["config_json"]))).stabilize
+        tracks = load_npz(self.project.path(KEYPOINTS_FILE), ("frame", "point", "uv", "weights"))
+        if tracks is None or len(tracks) != 4:
+            progress(Progress(0.0, "Finding the stabilizer's keypoints in the footage"))
+            with FrameReader(self.project.checked_footage().path) as reader:
+                found = track_keypoints(reader.read, tracking["landmarks"], tracking["valid"], config,
+                                        span(progress, 0.0, 0.5), cancel)
+            tracks = found.arrays()
+        cancel.check(self.name)
+        stable = restabilize(tracking, Tracks(**tracks), strength, config, span(progress, 0.5, 1.0), cancel)
+        with self.project.writing(self.name):
+            save_npz(path, {"rot": stable.rot, "trans": stable.trans, "strength": np.array(strength),
+                            "digest": np.array(digest)})
+        return stable.rot, stable.trans
+
+
 def performance(project: Project, tracking: dict[str, np.ndarray]) -> np.ndarray:
     """float32 [T,52]: the performance the keys go over: the imported take, or the tracked blendshapes."""
     take = load_take(project, len(tracking["blendshapes"]))
     return np.array((take if take is not None else tracking)["blendshapes"], np.float32)
 
 
-def edited_performance(project: Project, tracking: dict[str, np.ndarray],
-                       edits: Edits | None = None) -> EditedPerformance:
+def edited_performance(project: Project, tracking: dict[str, np.ndarray], edits: Edits | None = None,
+                       cancel: CancelToken | None = None) -> EditedPerformance:
     """The project's performance under ``edits`` (its saved ones when None)."""
     edits = load_edits(project) if edits is None else edits
     notes = []
     if project.path(EDITS_FILE).exists():
         notes.append("the upper face follows the project's imported expression take")
-    if not edits.empty:
+    if edits.lanes:
         notes.append(f"{len(edits.lanes)} keyframed control{'s' * (len(edits.lanes) != 1)} edit the expression or pose")
-    rot, trans = edits.pose(tracking["rot"], tracking["trans"])
-    return EditedPerformance(edits.apply(performance(project, tracking)), rot, trans, edits.posed, notes)
+    if edits.stabilizer != 1.0:
+        notes.append(f"the head pose is stabilized at {edits.stabilizer:g}x the tracking's strength")
+    rot, trans = RestabilizeJob(project, tracking, edits.stabilizer).run(lambda _p: None, cancel or CancelToken())
+    rot, trans = edits.pose(rot, trans)
+    return EditedPerformance(edits.apply(performance(project, tracking)), rot, trans,
+                             edits.posed or edits.stabilizer != 1.0, notes)

@@ -24,6 +24,7 @@ INTERPOLATIONS = ("smooth", "linear", "hold")
 POSE_CHANNELS = ("yaw", "pitch", "roll", "tx", "ty", "tz")   # degrees, degrees, degrees, head units ×3
 BLEND_CHANNELS = tuple(n for n in BLENDSHAPE_NAMES if n != "_neutral")
 CHANNELS = BLEND_CHANNELS + POSE_CHANNELS
+STABILIZER_RANGE = (0.0, 4.0)  # the stabilizer's strength: its smoothness term times this (1: as tracked)
 FORMAT = 1  # the saved document's version
 
 
@@ -116,14 +117,19 @@ def _auto_clamped_slopes(kt: np.ndarray, kv: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Edits:
-    """The whole edit: lanes by control name (``CHANNELS``); lanes without keys are left out."""
+    """The whole edit: lanes by control name (``CHANNELS``; lanes without keys are left out) and the head-pose
+    stabilizer's strength."""
 
     lanes: dict[str, Lane] = field(default_factory=dict)
+    stabilizer: float = 1.0
 
     def __post_init__(self) -> None:
         unknown = set(self.lanes) - set(CHANNELS)
         if unknown:
             raise ValueError(f"no control named {', '.join(sorted(unknown))}")
+        low, high = STABILIZER_RANGE
+        if not low <= self.stabilizer <= high:
+            raise ValueError(f"the stabilizer's strength is within {low:g}..{high:g}, got {self.stabilizer}")
 
     def lane(self, channel: str) -> Lane:
         return self.lanes.get(channel, Lane())
@@ -135,14 +141,14 @@ class Edits:
             lanes[channel] = lane
         else:
             lanes.pop(channel, None)
-        return Edits(lanes)
+        return replace(self, lanes=lanes)
 
     def without(self, channels: list[str] | tuple[str, ...]) -> Edits:
-        return Edits({c: lane for c, lane in self.lanes.items() if c not in channels})
+        return replace(self, lanes={c: lane for c, lane in self.lanes.items() if c not in channels})
 
     @property
     def empty(self) -> bool:
-        return not self.lanes
+        return not self.lanes and self.stabilizer == 1.0
 
     @property
     def posed(self) -> bool:
@@ -161,7 +167,7 @@ class Edits:
         """float32 [N,52] (the tracking's order): ``blendshapes`` [N,52] of ``frames`` [N] (default: 0..N-1) with
         the blendshape lanes added, clipped."""
         out = np.array(blendshapes, np.float32)
-        if self.empty:
+        if not self.lanes:
             return out
         frames = np.arange(len(out)) if frames is None else frames
         columns = [BLENDSHAPE_NAMES.index(c) for c in BLEND_CHANNELS]
@@ -180,22 +186,27 @@ class Edits:
         return pose_rotation(angles).astype(rot.dtype), (trans + d[:, 3:]).astype(trans.dtype)
 
     def to_dict(self) -> dict[str, Any]:
-        return {c: {"weight": lane.weight, "keys": [[k.frame, k.value, k.interp] for k in lane.keys]}
-                for c, lane in sorted(self.lanes.items())}
+        return {"stabilizer": self.stabilizer,
+                "lanes": {c: {"weight": lane.weight, "keys": [[k.frame, k.value, k.interp] for k in lane.keys]}
+                          for c, lane in sorted(self.lanes.items())}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Edits:
         """Edits from ``to_dict``'s form; ValueError naming what is malformed."""
-        if not isinstance(data, dict):
-            raise ValueError("the edits are not a mapping of control names")
+        if not isinstance(data, dict) or not isinstance(data.get("lanes"), dict):
+            raise ValueError("the edits are not a mapping with lanes of control names")
         lanes = {}
-        for c, lane in data.items():
+        for c, lane in data["lanes"].items():
             try:
                 keys = tuple(Key(int(f), float(v), str(i)) for f, v, i in lane["keys"])
                 lanes[c] = Lane(keys, float(lane.get("weight", 1.0)))
             except (KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"the lane {c!r} is malformed: {e}") from e
-        return cls(lanes)
+        try:
+            stabilizer = float(data.get("stabilizer", 1.0))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"the stabilizer's strength is not a number: {e}") from e
+        return cls(lanes, stabilizer)
 
 
 def pose_rotation(angles: np.ndarray) -> np.ndarray:

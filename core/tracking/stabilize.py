@@ -21,7 +21,7 @@ pixel centres on integers, hence the half-pixel shifts around them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import cv2
@@ -69,13 +69,6 @@ class StabilizeConfig:
 
 
 @dataclass
-class Stabilized:
-    rot: np.ndarray    # float32 [T,3,3]
-    trans: np.ndarray  # float32 [T,3]
-    keypoints: int     # number of flow keypoints used
-
-
-@dataclass
 class Tracks:
     """Keypoint observations, one row each. Sparse rather than a dense [T,K] grid: over minutes of footage
     keypoints are picked again and again, so K grows with T and a grid would grow with T^2."""
@@ -87,6 +80,18 @@ class Tracks:
 
     def __len__(self) -> int:
         return len(self.weights)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The tracks as named arrays, to save (``Tracks(**arrays)`` reads them back)."""
+        return {"frame": self.frame, "point": self.point, "uv": self.uv, "weights": self.weights}
+
+
+@dataclass
+class Stabilized:
+    rot: np.ndarray    # float32 [T,3,3]
+    trans: np.ndarray  # float32 [T,3]
+    keypoints: int     # number of flow keypoints used
+    tracks: Tracks     # the keypoint observations: bundle_adjust again from them, without images
 
 
 def stabilize(frames: Callable[[int], np.ndarray], landmarks: np.ndarray, valid: np.ndarray, fit: PoseFit,
@@ -350,7 +355,19 @@ def bundle_adjust(tracks: Tracks, landmarks: np.ndarray, valid: np.ndarray, fit:
     trans = trans + torch.as_tensor(trans0[valid].mean(0) - trans[valid].numpy().mean(0), dtype=dtype)
     used = int(torch.count_nonzero(kp_w > 0))
     progress(Progress(1.0, f"Head pose stabilized with {used} keypoints"))
-    return Stabilized(rot=rot.numpy().astype(np.float32), trans=trans.numpy().astype(np.float32), keypoints=used)
+    return Stabilized(rot=rot.numpy().astype(np.float32), trans=trans.numpy().astype(np.float32), keypoints=used,
+                      tracks=tracks)
+
+
+def restabilize(tracking: dict[str, np.ndarray], tracks: Tracks, strength: float,
+                config: StabilizeConfig = StabilizeConfig(), progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> Stabilized:
+    """The stabilized pose again from a tracking's raw fit and its keypoint ``tracks``, with the smoothness term
+    ``strength`` times the config's (1: the tracking's own result; 0: no smoothing; more: steadier)."""
+    fit = PoseFit(float(tracking["focal"]), float(tracking["cx"]), float(tracking["cy"]), float(tracking["scale"]),
+                  tracking["template"], tracking["rot_raw"], tracking["trans_raw"], tracking["reproj_px"])
+    return bundle_adjust(tracks, tracking["landmarks"], tracking["valid"], fit,
+                         replace(config, smooth_weight=config.smooth_weight * strength), progress, cancel)
 
 
 def _minimize(params: list[torch.Tensor], objective: Callable[[], torch.Tensor], iterations: int,

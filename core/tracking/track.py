@@ -18,7 +18,7 @@ from core.config import config_hash, to_dict
 from core.errors import ProjectError
 from core.fsutil import load_npz, save_npz
 from core.jobs import CancelToken, Progress, ProgressFn, span
-from core.layout import LANDMARKS_FILE, TRACKING_FILE
+from core.layout import KEYPOINTS_FILE, LANDMARKS_FILE, TRACKING_FILE
 from core.media import FrameReader
 from core.pipeline import begin
 from core.project import Project, damaged, writes_project
@@ -123,7 +123,8 @@ class TrackJob:
         if fresh:
             save_npz(self.project.path(LANDMARKS_FILE), {**vars(marks), "key": np.array(key)})
         save_npz(self.project.path(TRACKING_FILE), result)
-        run.record([TRACKING_FILE, LANDMARKS_FILE])
+        save_npz(self.project.path(KEYPOINTS_FILE), stable.tracks.arrays())
+        run.record([TRACKING_FILE, LANDMARKS_FILE, KEYPOINTS_FILE])
         progress(Progress(1.0, f"Tracked {int(marks.detected.sum())}/{len(marks)} frames"))
         return result
 

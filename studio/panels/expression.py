@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QHBoxLayout, Q
                                QSlider, QStyle, QStyleOptionSlider, QToolButton, QVBoxLayout, QWidget)
 
 from core.avatar.deform import EXPRESSION_BLENDSHAPES
-from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS
+from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, STABILIZER_RANGE
 from studio.state import StudioState
 
 # Slider range per pose control: (lowest, highest, step) of the offset, degrees or the pose's units (cm).
@@ -143,7 +143,7 @@ class ExpressionPanel(QWidget):
         self.link.setToolTip("Move a left/right pair together")
         self.link.setChecked(True)
         reset_all = QPushButton("Reset All")
-        reset_all.clicked.connect(lambda: self.reset(tuple(self.rows), "Reset all"))
+        reset_all.clicked.connect(state.edits.reset_all)
         self.message = QLabel("")
         top = QHBoxLayout()
         top.addWidget(self.link)
@@ -168,6 +168,8 @@ class ExpressionPanel(QWidget):
             grid.addWidget(reset, 0, 3, 1, 2)
             for i, name in enumerate(names):
                 self.rows[name] = ControlRow(self, grid, i + 1, name)
+            if names == POSE_CHANNELS:
+                self._stabilizer_row(grid, len(names) + 1)
             column.addWidget(box)
         column.addStretch(1)
         scroll = QScrollArea()
@@ -185,6 +187,30 @@ class ExpressionPanel(QWidget):
         edits.selection_changed.connect(self.refresh)
         state.frame_changed.connect(self.refresh)
         self.refresh()
+
+    def _stabilizer_row(self, grid: QGridLayout, row: int) -> None:
+        """The Head-Sync Stabilizer's strength: its smoothness term times this, applied when the slider is let go
+        (the bundle adjustment runs again in a job)."""
+        label = QLabel("stabilizer")
+        label.setToolTip("How steady the head is held: the stabilizer's smoothness times this (1: as tracked)")
+        self.stabilizer = QSlider(Qt.Orientation.Horizontal)
+        self.stabilizer.setRange(round(STABILIZER_RANGE[0] * 100), round(STABILIZER_RANGE[1] * 100))
+        self.stabilizer.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.stabilizer.setToolTip(label.toolTip())
+        self.stabilizer_value = QLabel("")
+        self.stabilizer.valueChanged.connect(lambda v: self.stabilizer_value.setText(f"{v / 100:.2f}×"))
+        self.stabilizer.valueChanged.connect(lambda v: not self.stabilizer.isSliderDown() and self.set_stabilizer(v))
+        self.stabilizer.sliderReleased.connect(lambda: self.set_stabilizer(self.stabilizer.value()))
+        reset = QToolButton()
+        reset.setText("↺")
+        reset.setToolTip("Stabilize as tracked (1×)")
+        reset.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        reset.clicked.connect(lambda: self.set_stabilizer(100))
+        for col, w in ((0, label), (1, self.stabilizer), (2, self.stabilizer_value), (4, reset)):
+            grid.addWidget(w, row, col)
+
+    def set_stabilizer(self, percent: int) -> None:
+        self.state.edits.set_stabilizer(percent / 100)
 
     def linked(self, name: str) -> tuple[str, ...]:
         other = partner(name) if self.link.isChecked() else None
@@ -219,3 +245,9 @@ class ExpressionPanel(QWidget):
         if ready:
             for row in self.rows.values():
                 row.show(self.state.frame)
+            edits = self.state.edits
+            self.stabilizer.blockSignals(True)
+            self.stabilizer.setValue(round(edits.edits.stabilizer * 100))
+            self.stabilizer.blockSignals(False)
+            waiting = edits.edits.stabilizer != edits.stabilizer
+            self.stabilizer_value.setText(f"{edits.edits.stabilizer:.2f}×" + (" …" if waiting else ""))

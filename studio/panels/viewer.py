@@ -92,7 +92,7 @@ class ViewerPanel(QWidget):
         if self._source is None:
             return
         edits = self.state.edits
-        self._source.edits, self._source.performance = edits.edits, edits.performance
+        self._source.show(edits.edits, edits.performance, (edits.rot, edits.trans), edits.stabilizer)
         self.composites.set_source(self._source)  # answers made under the old edits are dropped
         self._request_composite()
 
