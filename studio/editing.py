@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from core.errors import AvatarStudioError
 from core.expression.edits import HISTORY_LIMIT, History, RestabilizeJob, load_keys, performance, save_keys
-from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, Edits, Lane
+from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, Edits
 from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES
 from core.tracking.pose import euler_degrees
@@ -146,27 +146,28 @@ class EditSession(QObject):
             return float(self.angles[frame, i] if i < 3 else self.trans[frame, i - 3])
         return float(self.performance[frame, BLENDSHAPE_NAMES.index(channel)])
 
-    def offset(self, channel: str, frame: int) -> float:
-        """The weighted edit of ``channel`` at ``frame``."""
+    def edited(self, channel: str, frame: int) -> float:
+        """``channel``'s edited value at ``frame``: a blendshape's coefficient, a pose control's angle or
+        translation."""
         lane = self.edits.lane(channel)
-        return float(lane.weight * lane.at(np.array([frame]))[0])
+        value = float(lane.over(np.array([self.tracked(channel, frame)]), np.array([frame]))[0])
+        return value if channel in POSE_CHANNELS else float(np.clip(value, 0.0, 1.0))
 
     def value(self, channel: str, frame: int) -> float:
-        """What a slider shows: a blendshape's edited coefficient, or a pose control's offset."""
-        if channel in POSE_CHANNELS:
-            return self.offset(channel, frame)
-        return float(np.clip(self.tracked(channel, frame) + self.offset(channel, frame), 0.0, 1.0))
+        """What a slider shows: a blendshape's edited coefficient, or a pose control's offset from the stabilized
+        pose."""
+        edited = self.edited(channel, frame)
+        return edited - self.tracked(channel, frame) if channel in POSE_CHANNELS else edited
 
     def curves(self, channel: str) -> tuple[np.ndarray, np.ndarray]:
         """(performance [T], edited [T]) of ``channel`` over the footage, for the curve editor."""
         t = np.arange(self.frames)
-        lane = self.edits.lane(channel)
         if channel in POSE_CHANNELS:
             i = POSE_CHANNELS.index(channel)
             base = (self.angles[:, i] if i < 3 else self.trans[:, i - 3]).astype(np.float64)
-            return base, base + lane.weight * lane.at(t)
+            return base, self.edits.lane(channel).over(base, t)
         base = self.performance[:, BLENDSHAPE_NAMES.index(channel)].astype(np.float64)
-        return base, np.clip(base + lane.weight * lane.at(t), 0.0, 1.0)
+        return base, np.clip(self.edits.lane(channel).over(base, t), 0.0, 1.0)
 
     def key_frames(self, channels: tuple[str, ...] | None = None) -> list[int]:
         """The frames keyed on any of ``channels`` (all lanes by default), sorted."""
@@ -178,9 +179,9 @@ class EditSession(QObject):
         """Key each control of ``values`` at ``frame`` so that it shows that value there (``value``'s meaning)."""
         edits = self.edits
         for channel, v in values.items():
-            lane = edits.lane(channel)
-            base = 0.0 if channel in POSE_CHANNELS else self.tracked(channel, frame)
-            edits = edits.with_lane(channel, lane.with_key(frame, (v - base) / (lane.weight or 1.0)))
+            lane, base = edits.lane(channel), self.tracked(channel, frame)
+            edited = base + v if channel in POSE_CHANNELS else v
+            edits = edits.with_lane(channel, lane.with_key(frame, lane.key_for(base, edited)))
         self._push(edits, f"Key {', '.join(values)}", merge)
 
     def key(self, channels: tuple[str, ...], frame: int) -> None:
@@ -222,7 +223,20 @@ class EditSession(QObject):
 
     def set_weight(self, channel: str, weight: float, merge: object = None) -> None:
         lane = self.edits.lane(channel)
-        self._push(self.edits.with_lane(channel, Lane(lane.keys, float(weight))), f"Weight {channel}", merge)
+        self._push(self.edits.with_lane(channel, replace(lane, weight=float(weight))), f"Weight {channel}", merge)
+
+    def set_mode(self, channel: str, mode: str) -> None:
+        """Make ``channel``'s lane add to the performance (``offset``) or replace it (``override``), its keys
+        converted so the edited values at the keys stay."""
+        lane = self.edits.lane(channel)
+        if mode == lane.mode:
+            return
+        converted = replace(lane, mode=mode, keys=())
+        for k in lane.keys:
+            base = self.tracked(channel, k.frame)
+            edited = float(lane.over(np.array([base]), np.array([k.frame]))[0])
+            converted = converted.with_key(k.frame, converted.key_for(base, edited), k.interp)
+        self._push(self.edits.with_lane(channel, converted), f"{mode.title()} {channel}")
 
     def reset(self, channels: tuple[str, ...], label: str) -> None:
         """Drop the edits of ``channels`` (a control, a group, all)."""

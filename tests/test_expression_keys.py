@@ -70,6 +70,19 @@ def test_the_edit_is_an_offset_on_the_performance_weighted_and_clipped():
     assert Edits().with_lane("browInnerUp", Lane()).empty                  # an emptied lane goes
 
 
+def test_an_override_lane_replaces_the_performance_by_its_weight():
+    performance = np.linspace(0, 1, 40, dtype=np.float32)[:, None].repeat(52, axis=1)     # [40,52] a rising track
+    lane = Lane((Key(10, 0.2), Key(30, 0.2)), mode="override")
+    out = Edits({"browInnerUp": lane}).apply(performance)
+    np.testing.assert_allclose(out[:, BROW], 0.2)                          # held flat, the performance's rise gone
+    half = Edits({"browInnerUp": Lane(lane.keys, 0.5, "override")}).apply(performance)
+    np.testing.assert_allclose(half[:, BROW], 0.5 * performance[:, BROW] + 0.1, atol=1e-6)
+    assert lane.key_for(0.7, 0.4) == pytest.approx(0.4) and Lane(weight=0.5).key_for(0.7, 0.4) == pytest.approx(-0.6)
+    with pytest.raises(ValueError, match="mode"):
+        Lane(mode="replace")
+    assert Edits.from_dict(Edits({"browInnerUp": lane}).to_dict()) == Edits({"browInnerUp": lane})
+
+
 def test_pose_offsets_turn_the_head_by_the_keyed_degrees():
     rng = np.random.default_rng(0)
     angles = rng.uniform(-20, 20, (8, 3))

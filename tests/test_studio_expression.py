@@ -66,6 +66,16 @@ def test_a_core_slider_keys_its_lane_changes_the_brows_only_and_undo_restores_th
 
     after = composite(window, qtbot, before)
     moved = changed(before, after)
+
+    # The Viewport's orbit view follows the same edit: its avatar frames are made under it.
+    from studio.panels.viewport import AvatarFrames
+
+    viewport = window.panels["viewport"].avatar_source
+    assert viewport.edits is edits.edits and viewport.performance is edits.performance
+    frames = AvatarFrames(Project.open(root))
+    plain = frames(FRAME).means.copy()
+    frames.edits, frames.performance = edits.edits, edits.performance
+    assert np.abs(frames(FRAME).means - plain).max() > 1e-3                 # the brows' Gaussians moved
     marks = load_tracking(Project.open(root))["landmarks"][FRAME]
     ys, _ = np.nonzero(moved)
     assert moved.sum() > 500                                               # the brows moved
@@ -127,6 +137,13 @@ def test_smooth_keys_give_the_expected_in_betweens_and_a_linear_key_does_not(
     assert edits.value("browOuterUpLeft", 105) == pytest.approx(want)
     base, edited = edits.curves("browOuterUpLeft")
     np.testing.assert_allclose(curves.edited_curve.getData()[1], edited)
+    curves.mode_box.setCurrentText("override")                             # replace the performance instead
+    curves.mode_box.activated.emit(curves.mode_box.currentIndex())
+    assert edits.edits.lane("browOuterUpLeft").mode == "override"
+    assert edits.value("browOuterUpLeft", 100) == pytest.approx(0.2) and edits.value("browOuterUpLeft", 120) == \
+        pytest.approx(0.7)                                                 # the keys still show what was set
+    np.testing.assert_allclose(edits.curves("browOuterUpLeft")[1][100:121], np.linspace(0.2, 0.7, 21), atol=1e-6)
+    edits.undo.undo()
     curves.weight_box.setValue(0.5)                                        # fade the edit to half
     assert edits.value("browOuterUpLeft", 120) == pytest.approx(np.clip(base[120] + 0.5 * o2, 0, 1))
     qtbot.wait(200)

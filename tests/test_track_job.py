@@ -88,7 +88,7 @@ def test_tracking_npz_holds_the_contract(tracked):
     assert from_dict(TrackConfig, json.loads(str(data["config_json"]))) == TrackConfig()
 
     rec = project.stages["tracking"]
-    assert rec.files == ["tracking.npz", "landmarks.npz"]
+    assert rec.files == ["tracking.npz", "landmarks.npz", "stabilizer_keypoints.npz"]
     assert rec.inputs == {"footage": project.footage.sha256}
     assert from_dict(TrackConfig, rec.config) == TrackConfig()
     assert not project.is_stale("tracking", rec.config, rec.inputs)

@@ -1,7 +1,8 @@
 """Keyframed edits over the performance: a lane per control (a blendshape, or one of the head pose's six numbers)
-holding keys, each an offset at a frame and how the curve leaves it. The edited track is the performance (the tracked
-blendshapes, or an imported take) plus each lane's offset curve times its weight, clipped to [0, 1]; the edited pose
-is the stabilized pose plus the pose lanes' offsets (degrees, and the tracking's head units).
+holding keys, each a value at a frame and how the curve leaves it. An ``offset`` lane adds its curve to the
+performance (the tracked blendshapes or an imported take; the stabilized pose), an ``override`` lane replaces the
+performance by its curve; either by the lane's weight (0: the performance, 1: the full edit). Blendshapes are
+clipped to [0, 1]; the pose is in degrees and the tracking's head units.
 
 Curves follow animation tools: ``linear``; ``smooth``, a cubic Hermite with auto-clamped tangents (flat at the first
 and last key and at a key that is a local extreme, Catmull-Rom slopes elsewhere: no overshoot); ``hold``, a step.
@@ -21,6 +22,7 @@ from core.tracking.landmarks import BLENDSHAPE_NAMES
 from core.tracking.pose import euler_degrees
 
 INTERPOLATIONS = ("smooth", "linear", "hold")
+MODES = ("offset", "override")
 POSE_CHANNELS = ("yaw", "pitch", "roll", "tx", "ty", "tz")   # degrees, degrees, degrees, head units ×3
 BLEND_CHANNELS = tuple(n for n in BLENDSHAPE_NAMES if n != "_neutral")
 CHANNELS = BLEND_CHANNELS + POSE_CHANNELS
@@ -41,10 +43,12 @@ class Key:
 
 @dataclass(frozen=True)
 class Lane:
-    """One control's keys, sorted by frame (one per frame), and the weight its curve is applied with."""
+    """One control's keys, sorted by frame (one per frame), the weight its curve is applied with, and whether the
+    curve is added to the performance or replaces it."""
 
     keys: tuple[Key, ...] = ()
     weight: float = 1.0
+    mode: str = "offset"
 
     def __post_init__(self) -> None:
         frames = [k.frame for k in self.keys]
@@ -52,6 +56,21 @@ class Lane:
             raise ValueError(f"a lane's keys must be on distinct frames in order, got {frames}")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"a lane's weight is within 0..1, got {self.weight}")
+        if self.mode not in MODES:
+            raise ValueError(f"a lane's mode is one of {', '.join(MODES)}, got {self.mode!r}")
+
+    def over(self, base: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """float64 [N]: the performance ``base`` [N] at ``frames`` [N] with this lane's edit."""
+        base = np.asarray(base, np.float64)
+        if not self.keys:
+            return base
+        curve = self.at(frames)
+        return base + self.weight * (curve if self.mode == "offset" else curve - base)
+
+    def key_for(self, base: float, edited: float) -> float:
+        """The key value at which the edited value is ``edited`` where the performance is ``base``."""
+        w = self.weight or 1.0
+        return (edited - base) / w if self.mode == "offset" else base + (edited - base) / w
 
     def key_at(self, frame: int) -> Key | None:
         return next((k for k in self.keys if k.frame == frame), None)
@@ -135,9 +154,9 @@ class Edits:
         return self.lanes.get(channel, Lane())
 
     def with_lane(self, channel: str, lane: Lane) -> Edits:
-        """These edits with ``channel``'s lane replaced (dropped when it has no keys and full weight)."""
+        """These edits with ``channel``'s lane replaced (dropped when it is a default, empty lane)."""
         lanes = dict(self.lanes)
-        if lane.keys or lane.weight != 1.0:
+        if lane != Lane():
             lanes[channel] = lane
         else:
             lanes.pop(channel, None)
@@ -155,14 +174,6 @@ class Edits:
         """Whether a pose lane moves the head."""
         return any(c in self.lanes for c in POSE_CHANNELS)
 
-    def offsets(self, channels: tuple[str, ...], frames: np.ndarray) -> np.ndarray:
-        """float64 [N, len(channels)]: each control's weighted offset at each of ``frames`` [N]."""
-        out = np.zeros((len(frames), len(channels)))
-        for j, c in enumerate(channels):
-            if c in self.lanes:
-                out[:, j] = self.lanes[c].weight * self.lanes[c].at(frames)
-        return out
-
     def apply(self, blendshapes: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
         """float32 [N,52] (the tracking's order): ``blendshapes`` [N,52] of ``frames`` [N] (default: 0..N-1) with
         the blendshape lanes added, clipped."""
@@ -170,8 +181,10 @@ class Edits:
         if not self.lanes:
             return out
         frames = np.arange(len(out)) if frames is None else frames
-        columns = [BLENDSHAPE_NAMES.index(c) for c in BLEND_CHANNELS]
-        out[:, columns] = np.clip(out[:, columns] + self.offsets(BLEND_CHANNELS, frames), 0.0, 1.0)
+        for c, lane in self.lanes.items():
+            if c in BLEND_CHANNELS:
+                j = BLENDSHAPE_NAMES.index(c)
+                out[:, j] = np.clip(lane.over(out[:, j], frames), 0.0, 1.0)
         return out
 
     def pose(self, rot: np.ndarray, trans: np.ndarray, frames: np.ndarray | None = None
@@ -181,13 +194,17 @@ class Edits:
         when there are none."""
         if not self.posed:
             return rot, trans
-        d = self.offsets(POSE_CHANNELS, np.arange(len(rot)) if frames is None else frames)  # [N,6]
-        angles = euler_degrees(rot).astype(np.float64) + d[:, :3]                      # [T,3]
-        return pose_rotation(angles).astype(rot.dtype), (trans + d[:, 3:]).astype(trans.dtype)
+        frames = np.arange(len(rot)) if frames is None else frames
+        pose = np.concatenate([euler_degrees(rot), trans], axis=1).astype(np.float64)  # [N,6]
+        for j, c in enumerate(POSE_CHANNELS):
+            if c in self.lanes:
+                pose[:, j] = self.lanes[c].over(pose[:, j], frames)
+        return pose_rotation(pose[:, :3]).astype(rot.dtype), pose[:, 3:].astype(trans.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return {"stabilizer": self.stabilizer,
-                "lanes": {c: {"weight": lane.weight, "keys": [[k.frame, k.value, k.interp] for k in lane.keys]}
+                "lanes": {c: {"weight": lane.weight, "mode": lane.mode,
+                              "keys": [[k.frame, k.value, k.interp] for k in lane.keys]}
                           for c, lane in sorted(self.lanes.items())}}
 
     @classmethod
@@ -199,7 +216,7 @@ class Edits:
         for c, lane in data["lanes"].items():
             try:
                 keys = tuple(Key(int(f), float(v), str(i)) for f, v, i in lane["keys"])
-                lanes[c] = Lane(keys, float(lane.get("weight", 1.0)))
+                lanes[c] = Lane(keys, float(lane.get("weight", 1.0)), str(lane.get("mode", "offset")))
             except (KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"the lane {c!r} is malformed: {e}") from e
         try:

@@ -11,7 +11,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from core.expression.keyframes import CHANNELS, INTERPOLATIONS, POSE_CHANNELS
+from core.expression.keyframes import CHANNELS, INTERPOLATIONS, MODES, POSE_CHANNELS
 from studio.state import StudioState
 
 PICK_PX = 8
@@ -78,6 +78,11 @@ class CurvesPanel(QWidget):
         self.weight_box.setToolTip("How much of this control's edit is applied: fade it in or out")
         self.weight_box.setKeyboardTracking(False)
         self.weight_box.valueChanged.connect(self._weight_chosen)
+        self.mode_box = QComboBox()
+        self.mode_box.addItems(MODES)
+        self.mode_box.setToolTip("offset: the keys add to the performance; override: they replace it")
+        self.mode_box.activated.connect(lambda _i: self.state.edits.set_mode(self.channel,
+                                                                            self.mode_box.currentText()))
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Control"))
         bar.addWidget(self.channel_box)
@@ -87,6 +92,7 @@ class CurvesPanel(QWidget):
         bar.addSpacing(12)
         bar.addWidget(QLabel("Weight"))
         bar.addWidget(self.weight_box)
+        bar.addWidget(self.mode_box)
         bar.addStretch(1)
 
         self.plot = pg.PlotWidget(viewBox=CurveViewBox(self))
@@ -120,12 +126,11 @@ class CurvesPanel(QWidget):
         return self.state.edits.selected
 
     def offset_for(self, frame: int, shown: float) -> float:
-        """The key value (an offset) that shows ``shown`` on the edited curve at ``frame``."""
+        """The key value that shows ``shown`` on the edited curve at ``frame``."""
         edits = self.state.edits
-        weight = edits.edits.lane(self.channel).weight or 1.0
         if self.channel not in POSE_CHANNELS:
             shown = min(max(shown, 0.0), 1.0)
-        return (shown - edits.tracked(self.channel, frame)) / weight
+        return edits.edits.lane(self.channel).key_for(edits.tracked(self.channel, frame), shown)
 
     def key_under(self, scene_pos) -> int | None:
         """The frame of the key drawn nearest the scene point, within a few pixels."""
@@ -149,6 +154,8 @@ class CurvesPanel(QWidget):
         self.weight_box.setValue(lane.weight)
         self.weight_box.blockSignals(False)
         self.weight_box.setEnabled(bool(lane.keys))
+        self.mode_box.setCurrentText(lane.mode)
+        self.mode_box.setEnabled(bool(lane.keys))
         sel = edits.selected_key
         key = lane.key_at(sel[1]) if sel is not None and sel[0] == c else None
         self.interp_box.setEnabled(key is not None)
