@@ -5,6 +5,7 @@ survive quitting and reopening."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
@@ -85,7 +86,11 @@ def test_a_core_slider_keys_its_lane_changes_the_brows_only_and_undo_restores_th
     assert (ys < marks[NOSE_TIP, 1]).mean() > 0.9                          # the change is the brows' and eyes'
     assert not moved[int(marks[LIPS, 1].min()):].any()                     # the mouth is as it was
 
-    # The split wipe, the panel and the lanes for a person to look at.
+    # The face before and after, the split wipe, the panel and the lanes for a person to look at.
+    x0, y0 = (marks.min(axis=0) - 20).astype(int).clip(0)
+    x1, y1 = (marks.max(axis=0) + 20).astype(int)
+    pair = np.concatenate([before.picture[y0:y1, x0:x1], after.picture[y0:y1, x0:x1]], axis=1)
+    assert cv2.imwrite(str(artifacts_dir / "studio_expression_brows_before_after.png"), pair[..., ::-1])
     window.viewer_actions["split"].trigger()
     qtbot.wait(300)
     assert window.grab().save(str(artifacts_dir / "studio_expression_split.png"))
