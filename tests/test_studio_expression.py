@@ -290,6 +290,9 @@ def test_edits_and_their_undo_history_survive_quitting_and_reopening(qtbot, qapp
 
 def test_the_timeline_frames_new_footage_whole(window, qtbot, tracked_project, copy_project):
     open_project(window, qtbot, copy_project(tracked_project("katie_8s.mp4")))
+    window.viewer.set_mode("split")                                        # no avatar yet: the Viewer says so
+    assert window.viewer.composite_error.startswith("No avatar to show: train one")
+    assert not window.viewer.composited()                                  # the footage stays on screen
     vb = window.panels["timeline"].plot.getPlotItem().vb
     vb.setXRange(20, 40, padding=0)                                        # zoomed in
     open_project(window, qtbot, copy_project(tracked_project("may_13s.mp4")))
