@@ -29,7 +29,7 @@ from core.speech.targets import raw_targets
 from core.tracking.landmarks import LandmarkConfig, detect_landmarks
 
 CLIPS_CSV = "clips.csv"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the tracking keeps every blendshape (the expression generator learns the upper face)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class Clip:
     raw: np.ndarray        # float32 [T,25] targets (core.speech.targets.OUTPUTS), own units
     valid: np.ndarray      # bool [T] frames where the face was tracked
     states: np.ndarray     # float32 [N,D] front-end states, N = n_states(audio)
+    blendshapes: np.ndarray  # float32 [T,52] every tracked blendshape (MediaPipe's order)
 
 
 def read_clips_csv(corpus: Path) -> list[ClipRow]:
@@ -98,7 +99,7 @@ def load_clip(corpus: Path, row: ClipRow, frontend: Frontend, cache: Path, landm
         with FrameReader(path) as reader:
             marks = detect_landmarks(reader, landmarks, span(report, 0.0, 0.9), cancel)
             track = {"fps": np.array(str(Fraction(reader.fps))), "valid": marks.valid,
-                     "raw": raw_targets(marks.landmarks, marks.blendshapes)}
+                     "raw": raw_targets(marks.landmarks, marks.blendshapes), "blendshapes": marks.blendshapes}
         save_npz(Path(cache) / f"{stem}.track.npz", {**track, "key": np.array(track_key)})
 
     states_key = json.dumps({"v": CACHE_VERSION, "file": digest, "frontend": to_dict(frontend.cfg)}, sort_keys=True)
@@ -106,7 +107,8 @@ def load_clip(corpus: Path, row: ClipRow, frontend: Frontend, cache: Path, landm
     if states is None:
         states = {"states": frontend.states(video_aligned_audio(path), span(report, 0.9, 1.0), cancel)}
         save_npz(Path(cache) / f"{stem}.states.npz", {**states, "key": np.array(states_key)})
-    return Clip(row, Fraction(str(track["fps"])), track["raw"], track["valid"], states["states"])
+    return Clip(row, Fraction(str(track["fps"])), track["raw"], track["valid"], states["states"],
+                track["blendshapes"])
 
 
 def _cached(path: Path, key: str) -> dict[str, np.ndarray] | None:

@@ -1,0 +1,65 @@
+"""The Expression Generator (issue "SyncTalk++'s two remaining modules"): the blink detector on made tracks, the
+generator's determinism by seed, and its blink-rate control measured by the same detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.expression.generator import (PROFILE_MS, ExpressionModel, GeneratorConfig, Subject, blink_stats,
+                                       detect_blinks, generate)
+
+FPS = 25.0
+
+
+def blinking(frames: int, peaks: list[int], width: int = 3, height: float = 0.6, rest: float = 0.12,
+             noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A mean eyeBlink track resting at ``rest`` with triangular blinks ``width`` frames either side of ``peaks``."""
+    t = np.arange(frames)
+    track = np.full(frames, rest)
+    for p in peaks:
+        track += height * np.clip(1 - np.abs(t - p) / width, 0, None)
+    return track + np.random.default_rng(seed).normal(0, noise, frames)
+
+
+def test_the_detector_finds_blinks_and_ignores_one_frame_flickers_and_jitter():
+    track = blinking(500, [40, 140, 260, 400], noise=0.02)
+    track[300] += 0.5                                                      # a one-frame tracker flicker
+    found = detect_blinks(track, FPS)
+    assert [b.peak for b in found] == [40, 140, 260, 400]
+    assert all(b.height == pytest.approx(0.6, abs=0.08) for b in found)
+    rate, duration = blink_stats(track, FPS)
+    assert rate == pytest.approx(4 / (500 / FPS / 60)) and duration == pytest.approx(120, abs=41)  # 3 frames
+    assert detect_blinks(blinking(500, [], noise=0.03), FPS) == []
+
+
+def model(rate: float = 20.0) -> ExpressionModel:
+    profile = np.clip(1 - np.abs(PROFILE_MS) / 100, 0, None)              # a 200 ms blink
+    return ExpressionModel(interval_shape=2.0, interval_scale=60.0 / rate / 2.0, profile=profile,
+                           brow_weights=np.zeros((464 * 3 + 1, 5), np.float32), brow_ar=0.9, brow_residual=0.8)
+
+
+SUBJECT = Subject(brow_mean=np.full(5, 0.2), brow_std=np.full(5, 0.05), eye_rest=0.12, blink_height=0.6)
+
+
+def test_the_same_seed_gives_the_same_track_and_another_seed_another():
+    states = np.random.default_rng(1).normal(size=(1500, 464)).astype(np.float32)  # 30 s of 50 Hz states
+    a = generate(model(), SUBJECT, states, 750, FPS, GeneratorConfig(seed=3))
+    b = generate(model(), SUBJECT, states, 750, FPS, GeneratorConfig(seed=3))
+    c = generate(model(), SUBJECT, states, 750, FPS, GeneratorConfig(seed=4))
+    assert a.shape == (750, 7) and np.array_equal(a, b) and not np.array_equal(a, c)
+    still = generate(model(), SUBJECT, states, 750, FPS, GeneratorConfig(seed=3, expressiveness=0.0))
+    np.testing.assert_allclose(still[:, :5], 0.2, atol=1e-6)               # no expressiveness: brows at rest
+    assert 0.04 < a[:, 0].std() < 0.08                                     # the subject's spread, as learnt
+
+
+def test_the_blink_rate_control_changes_the_measured_rate():
+    states = np.zeros((60 * 50, 464), np.float32)                          # a minute
+    measured = {}
+    for rate in (10.0, 30.0):
+        rates = [blink_stats(generate(model(), SUBJECT, states, 1500, FPS,
+                                      GeneratorConfig(seed=s, blink_rate=rate))[:, 5], FPS)[0] for s in range(8)]
+        measured[rate] = float(np.mean(rates))
+    assert measured[10.0] == pytest.approx(10.0, rel=0.3) and measured[30.0] == pytest.approx(30.0, rel=0.3)
+    assert generate(model(), SUBJECT, states, 1500, FPS, GeneratorConfig(blink_rate=0))[:, 5].max() == \
+        pytest.approx(0.12)                                                 # no blinks: the eyelids at rest
