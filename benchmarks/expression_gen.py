@@ -30,7 +30,6 @@ from scipy import linalg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.avatar.deform import EXPRESSION_BLENDSHAPES  # noqa: E402
 from core.dub import pingpong  # noqa: E402
 from core.expression.generator import GeneratorConfig, Subject, blink_stats, generate  # noqa: E402
 from core.expression.learn import brow_r, fit_generator  # noqa: E402
@@ -38,7 +37,7 @@ from core.media import load_audio  # noqa: E402
 from core.project import Project  # noqa: E402
 from core.speech.corpus import load_corpus  # noqa: E402
 from core.speech.frontend import Frontend  # noqa: E402
-from core.tracking.landmarks import BLENDSHAPE_NAMES  # noqa: E402
+from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES  # noqa: E402
 from core.tracking.track import load_tracking  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -94,8 +93,8 @@ def main() -> None:
     print(f"Corpus: {len(clips)} clips tracked ({len(failed)} not), {len(face)} speakers; held out: "
           f"{', '.join(held)}. Trained on {len(train)} clips. Brow estimate from speech, mean r: training "
           f"{brow_r(model, train):.2f}, held out {brow_r(model, test):.2f}. Blinks sampled at "
-          f"{model.blink_rate:.1f}/min (gamma k {model.interval_shape:.2f}); brows AR(1) {model.brow_ar:.2f}, "
-          f"residual {model.brow_residual:.2f} z.")
+          f"{model.blink_rate:.1f}/min (gamma k {model.interval_shape:.2f}); brows' residual: slow {model.brows.slow_std:.2f} z "
+          f"(AR {model.brows.slow_ar:.2f}), jitter {model.brows.fast_std:.2f} z (AR {model.brows.fast_ar:.2f}).")
 
     people = []
     for speaker in sorted(face):

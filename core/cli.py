@@ -273,6 +273,26 @@ def cmd_speech_model_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_expression_model_train(args: argparse.Namespace) -> int:
+    import platformdirs
+
+    from core.expression.learn import GeneratorTrainJob
+
+    out = Path(args.out) if args.out else (Path(platformdirs.user_data_dir("avatar-studio", appauthor=False))
+                                           / "expression_generator.npz")
+    cache = (Path(args.cache) if args.cache
+             else Path(platformdirs.user_cache_dir("avatar-studio", appauthor=False)) / "speech-corpus")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    card = run_with_bar(GeneratorTrainJob(Path(args.corpus), out, cache))
+    v = card["validation"]
+    say(f"Expression generator: {len(card['trained_on'])} clips -> {out} (sha256 {card['sha256'][:12]}...)")
+    say(f"  blinks {card['blinks_per_min']:.1f}/min; brows from speech, r on held-out speakers "
+        f"{v['brow_r_held_out']:.2f} ({', '.join(v['held_out_speakers'])})")
+    say(f"  model card: {out.with_name(out.stem + '.card.json')}")
+    return 0
+
+
 def cmd_lipsync(args: argparse.Namespace) -> int:
     from core.speech.lipsync import LipsyncJob
 
@@ -385,6 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", metavar="DIR", help="where tracked clips are kept between runs (default: user cache)")
     t.add_argument("--clips", nargs="+", metavar="NAME", help="only these clips of clips.csv (file names)")
     t.set_defaults(func=cmd_speech_model_train)
+
+    s = sub.add_parser("expression-model", help="the expression generator (brows and blinks from speech)")
+    em = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = em.add_parser("train", help="fit it on a corpus of people talking to camera (clips.csv + clips); writes "
+                                    "the model, its sha256 and a model card")
+    t.add_argument("--corpus", required=True, metavar="DIR", help="folder with clips.csv (file, speaker, ...)")
+    t.add_argument("--out", metavar="FILE", help="the model file (default: the user data folder's "
+                                                 "expression_generator.npz)")
+    t.add_argument("--cache", metavar="DIR", help="where tracked clips are kept between runs (default: user cache)")
+    t.set_defaults(func=cmd_expression_model_train)
 
     s = sub.add_parser("lipsync", help="speech -> ARKit blendshape animation (Live Link Face CSV), no footage needed")
     s.add_argument("speech", help="the speech: any audio file, or a video's audio")

@@ -33,14 +33,17 @@ from core.compose.watermark import stamp
 from core.config import to_dict
 from core.errors import AvatarStudioError, MediaError
 from core.expression.edits import edited_performance
+from core.expression.generator import GeneratorConfig, Subject, generate, shipped_generator
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, AudioStream, FrameReader, MediaInfo, VideoWriter, load_audio, probe
 from core.options import option
 from core.pipeline import require_current
 from core.project import Project
+from core.speech.frontend import Frontend
 from core.tracking.track import load_tracking
 
 SIZES: dict[str, int | None] = {"source": None, "512": 512, "1080p": 1080}  # output height; None: the footage's
+EXPRESSIONS = ("edited", "footage", "generated")  # where the dub's upper face comes from
 _MAX_AUDIO_RATE = 48000  # the output's AAC rate is the speech's own, between 16 and 48 kHz
 REVERSE_BLOCK = 64  # frames decoded forward at a time for footage played backward (ping-pong)
 # The render blurred by 0.5 px to the footage's softness before the feathered blend.
@@ -57,11 +60,16 @@ class DubConfig:
     crf: int = option(18, "H.264 quality, 0-51, lower is better", metavar="Q")
     preset: str = "medium"       # x264's speed against file size
     watermark: bool = option(True, "no visible AI-generated mark (the file's metadata still says it is synthetic)")
+    expression: str = option("edited", "the upper face: the footage's (looped with it), the project's edited one, or "
+                                       "generated from the speech (brows and blinks)", choices=EXPRESSIONS)
+    expression_seed: int = option(0, "the generated upper face's random draw", metavar="N")
     portrait: PortraitConfig = DUB_PORTRAIT
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"output size {self.size!r} is not one of {', '.join(SIZES)}")
+        if self.expression not in EXPRESSIONS:
+            raise ValueError(f"the upper face {self.expression!r} is not one of {', '.join(EXPRESSIONS)}")
         if self.start < 0 or (self.end is not None and self.end <= self.start):
             raise ValueError(f"the time range {self.start:g} s .. {self.end} s is empty")
         if not 0 <= self.crf <= 51:
@@ -136,10 +144,16 @@ class DubJob:
         driver.portrait = config.portrait
         frames = len(driver.views)
         edited = edited_performance(project, tracking, cancel=cancel)
-        del tracking
-        expr = expression_of(edited.blendshapes)                                               # [T,E]
-        notes += edited.notes
         source = pingpong(np.arange(n) + config.source_start, frames)                          # [n]
+        if config.expression == "footage":
+            expr = driver.views.expr[source]                                                   # [n,E]
+        elif config.expression == "generated":
+            expr = generated_expression(speech, tracking, n, fps, config.expression_seed, cancel)  # [n,E]
+            notes.append(f"the brows and blinks are generated from {audio_path.name} (seed {config.expression_seed})")
+        else:
+            expr = expression_of(edited.blendshapes)[source]                                   # [n,E]
+            notes += edited.notes
+        del tracking
         faceless = int((~driver.views.valid[source]).sum())
         if faceless:
             notes.append(f"{faceless} of its frames show footage without a face in view: passed through unchanged")
@@ -161,7 +175,7 @@ class DubJob:
             for k, (s, frame) in enumerate(in_order(reader, source.tolist())):
                 cancel.check(self.name)
                 if driver.views.valid[s]:  # no face in view: the footage's frame as it is, never a render over it
-                    frame = driver.frame(frame, s, driver.lip(driver.model.audio_window(features, k)), expr[s],
+                    frame = driver.frame(frame, s, driver.lip(driver.model.audio_window(features, k)), expr[k],
                                          (edited.rot[s], edited.trans[s]) if edited.posed else None)
                 if video.size != reader.size:
                     shrink = video.size[1] < reader.size[1]
@@ -175,6 +189,16 @@ class DubJob:
             cancel.check(self.name)
         progress(Progress(1.0, f"Dubbed {n} frames ({float(n / fps):.1f} s) into {out.name}"))
         return DubResult(out, n, float(n / fps), n / (time.perf_counter() - begun), notes)
+
+
+def generated_expression(speech: np.ndarray, tracking: dict[str, np.ndarray], n: int, fps: Fraction, seed: int,
+                         cancel: CancelToken) -> np.ndarray:
+    """float32 [n,E]: the upper face the shipped Expression Generator makes for ``speech`` (16 kHz), for the face
+    of ``tracking`` (its resting brows, their motion and its blinks)."""
+    model, _ = shipped_generator()
+    states = Frontend(cancel=cancel).states(speech, cancel=cancel)                       # [N,D] 50 Hz
+    subject = Subject.of(tracking["blendshapes"][tracking["valid"].astype(bool)], float(fps))
+    return generate(model, subject, states, n, fps, GeneratorConfig(seed=seed))
 
 
 def in_order(reader: FrameReader, source: list[int], block: int = REVERSE_BLOCK) -> Iterator[tuple[int, np.ndarray]]:

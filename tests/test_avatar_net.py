@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.avatar.deform import (EXPRESSION_BLENDSHAPES, AttributeMLP, AudioProjection, DeformationField,
-                                DeformConfig)
+from core.avatar.deform import AttributeMLP, AudioProjection, DeformationField, DeformConfig
 from core.avatar.triplane import Triplane, TriplaneConfig
-from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
 
 N = 1000
 CFG = DeformConfig()

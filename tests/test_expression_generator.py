@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.expression.generator import (PROFILE_MS, ExpressionModel, GeneratorConfig, Subject, blink_stats,
-                                       detect_blinks, generate)
+from core.expression.generator import (PROFILE_MS, BrowProcess, ExpressionModel, GeneratorConfig, Subject,
+                                       blink_stats, detect_blinks, generate)
 
 FPS = 25.0
 
@@ -36,10 +36,12 @@ def test_the_detector_finds_blinks_and_ignores_one_frame_flickers_and_jitter():
 def model(rate: float = 20.0) -> ExpressionModel:
     profile = np.clip(1 - np.abs(PROFILE_MS) / 100, 0, None)              # a 200 ms blink
     return ExpressionModel(interval_shape=2.0, interval_scale=60.0 / rate / 2.0, profile=profile,
-                           brow_weights=np.zeros((464 * 3 + 1, 5), np.float32), brow_ar=0.9, brow_residual=0.8)
+                           brow_weights=np.zeros((464 * 3 + 1, 5), np.float32),
+                           brows=BrowProcess(slow_std=0.7, slow_ar=0.95, fast_std=0.4, fast_ar=0.2))
 
 
-SUBJECT = Subject(brow_mean=np.full(5, 0.2), brow_std=np.full(5, 0.05), eye_rest=0.12, blink_height=0.6)
+SUBJECT = Subject(brow_mean=np.full(5, 0.2), brow_slow=np.eye(5) * 0.04**2, brow_fast=np.full(5, 0.03), eye_rest=0.12,
+                  eye_jitter=0.0, blink_height=0.6)
 
 
 def test_the_same_seed_gives_the_same_track_and_another_seed_another():

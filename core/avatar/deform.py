@@ -16,11 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# The 7 core blendshapes of the upper face that drive expression (ARKit names, as MediaPipe reports them).
-EXPRESSION_BLENDSHAPES: tuple[str, ...] = (
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
-    "eyeBlinkLeft", "eyeBlinkRight",
-)
+from core.tracking.landmarks import EXPRESSION_BLENDSHAPES
+
 
 
 @dataclass(frozen=True)

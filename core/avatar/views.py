@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.avatar.deform import EXPRESSION_BLENDSHAPES
 from core.avatar.gaussians import frame_camera
 from core.render.camera import Camera
-from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
 from core.tracking.template import FACE_OVAL
 
 

@@ -11,14 +11,19 @@ regression's flattened mean. A seed makes a generation repeatable; ``expressiven
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from fractions import Fraction
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
-from core.avatar.deform import EXPRESSION_BLENDSHAPES
+from core.errors import AvatarStudioError
+from core.fsutil import load_npz, save_npz
 from core.options import option
-from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.project import file_sha256
+from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
 
 BROWS = tuple(n for n in EXPRESSION_BLENDSHAPES if n.startswith("brow"))       # 5
 BLINKS = ("eyeBlinkLeft", "eyeBlinkRight")
@@ -29,6 +34,7 @@ BASELINE_S = 1.0                        # the eyelids' resting level: a running 
 MIN_RISE = 0.2                          # a blink rises at least this far above the resting level
 MIN_WIDTH_S = 0.05                      # and stays above half its rise this long: a one-frame flicker is noise
 MIN_GAP_S = 0.15                        # two peaks closer than this are one blink
+SLOW_S = 0.36                           # a track's slow motion is its moving average over this long
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,15 @@ class Blink:
     peak: int
     end: int      # last frame above half its rise
     height: float  # the peak's rise above the resting level
+
+
+def slow_and_fast(track: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(slow, fast) parts of a track [T,K]: its moving average over ``SLOW_S`` and what is left (jitter)."""
+    n = max(1, int(round(SLOW_S * fps)))
+    kernel = np.ones(n) / n
+    pad = np.pad(track, ((n // 2, n - 1 - n // 2), (0, 0)), mode="edge")
+    slow = np.stack([np.convolve(pad[:, k], kernel, mode="valid") for k in range(track.shape[1])], axis=1)
+    return slow, track - slow
 
 
 def resting_level(blink: np.ndarray, fps: float) -> np.ndarray:
@@ -100,6 +115,28 @@ def blink_stats(blink: np.ndarray, fps: float) -> tuple[float, float]:
     return len(found) / minutes if minutes else 0.0, float(np.median(durations)) if durations else float("nan")
 
 
+def ar1(rng: np.random.Generator, frames: int, k: int, a: float) -> np.ndarray:
+    """float [frames, k]: a unit-variance AR(1) process with per-frame coefficient ``a``."""
+    x = np.empty((frames, k))
+    steps = rng.normal(size=(frames, k)) * np.sqrt(1 - a * a)
+    x[0] = rng.normal(size=k)
+    for t in range(1, frames):
+        x[t] = a * x[t - 1] + steps[t]
+    return x
+
+
+@dataclass(frozen=True)
+class BrowProcess:
+    """What speech leaves of the brows (z-scores over a clip): a slow AR(1) (their motion) plus a fast one (the
+    frame-to-frame jitter a tracked face shows too), each its standard deviation and per-frame coefficient at
+    25 fps."""
+
+    slow_std: float
+    slow_ar: float
+    fast_std: float
+    fast_ar: float
+
+
 @dataclass
 class ExpressionModel:
     """What the generator learnt from the corpus (``core.expression.train_generator`` fits it)."""
@@ -108,9 +145,7 @@ class ExpressionModel:
     interval_scale: float        # gamma scale θ, s: the mean interval is k θ
     profile: np.ndarray          # float [len(PROFILE_MS)] the mean blink's rise over its peak, 0..1
     brow_weights: np.ndarray     # float [D*3+1, 5] ridge from pooled front-end states to the brows' z-scores
-    brow_ar: float               # AR(1) coefficient per frame (at 25 fps) of what the ridge leaves
-    brow_residual: float         # the residual's standard deviation, in z-scores
-    frames_per_state: float = 2.0  # the front end's 50 Hz states per 25 fps frame
+    brows: BrowProcess           # what the ridge leaves
 
     @property
     def blink_rate(self) -> float:
@@ -120,22 +155,32 @@ class ExpressionModel:
 
 @dataclass(frozen=True)
 class Subject:
-    """Whose face the generated track is for: the resting level and spread of their brows, the resting level and
-    blink height of their eyelids (from their footage's tracking, or the corpus's medians)."""
+    """Whose face the generated track is for, from their footage's tracking: their brows' resting level, slow
+    motion and jitter, their eyelids' resting level, jitter and blink height (a tracker is steadier on a sharp
+    face than on a small blurred one: the jitter is the subject's footage's, not the corpus's)."""
 
     brow_mean: np.ndarray   # float [5]
-    brow_std: np.ndarray    # float [5]
+    brow_slow: np.ndarray   # float [5,5] covariance of the slow motion: the brows move together
+    brow_fast: np.ndarray   # float [5] standard deviation of the jitter
     eye_rest: float
+    eye_jitter: float
     blink_height: float
 
     @classmethod
     def of(cls, blendshapes: np.ndarray, fps: float) -> Subject:
-        """The subject of a tracked blendshape track [T,52]."""
-        brows = blendshapes[:, BROW_COLUMNS]
-        blink = blendshapes[:, BLINK_COLUMNS].mean(axis=1)
+        """The subject of a tracked blendshape track [T,52] at ``fps``."""
+        brows = blendshapes[:, BROW_COLUMNS].astype(np.float64)
+        slow, fast = slow_and_fast(brows, fps)
+        blink = blendshapes[:, BLINK_COLUMNS].mean(axis=1).astype(np.float64)
         found = detect_blinks(blink, fps)
+        resting = np.ones(len(blink), bool)
+        for b in found:
+            resting[max(0, b.start - 2):b.end + 3] = False
+        _, eye_fast = slow_and_fast(blink[resting][:, None], fps)
         height = float(np.median([b.height for b in found])) if found else 0.5
-        return cls(brows.mean(0), brows.std(0) + 1e-4, float(np.median(resting_level(blink, fps))), height)
+        return cls(brows.mean(0), np.cov(slow, rowvar=False) + 1e-8 * np.eye(len(BROWS)), fast.std(0),
+                   float(np.median(resting_level(blink, fps))),
+                   float(eye_fast.std()) if resting.sum() > 2 else 0.0, height)
 
 
 def pooled(states: np.ndarray, frames: int, fps: Fraction | float) -> np.ndarray:
@@ -161,19 +206,17 @@ def generate(model: ExpressionModel, subject: Subject, states: np.ndarray, frame
     fps = float(fps)
     out = np.zeros((frames, len(EXPRESSION_BLENDSHAPES)), np.float32)
 
-    z = pooled(states, frames, fps) @ model.brow_weights                            # [F,5] speech's part
-    a = model.brow_ar ** (25.0 / fps)                                               # the AR(1) at this rate
-    noise = np.zeros((frames, len(BROWS)))
-    step = rng.normal(size=(frames, len(BROWS))) * model.brow_residual * np.sqrt(1 - a * a)
-    noise[0] = rng.normal(size=len(BROWS)) * model.brow_residual
-    for t in range(1, frames):
-        noise[t] = a * noise[t - 1] + step[t]
-    brows = subject.brow_mean + config.expressiveness * subject.brow_std * (z + noise)
+    k, p = len(BROWS), model.brows
+    z = pooled(states, frames, fps) @ model.brow_weights                            # [F,5] speech's part, z
+    slow = (z + p.slow_std * ar1(rng, frames, k, p.slow_ar ** (25.0 / fps))) / np.hypot(p.slow_std, z.std() or 0.0)
+    fast = ar1(rng, frames, k, p.fast_ar ** (25.0 / fps))                           # [F,5] unit variance each
+    mix = np.linalg.cholesky(subject.brow_slow)                                     # [5,5]
+    brows = subject.brow_mean + config.expressiveness * (slow @ mix.T + subject.brow_fast * fast)
     for j, name in enumerate(BROWS):
         out[:, EXPRESSION_BLENDSHAPES.index(name)] = np.clip(brows[:, j], 0.0, 1.0)
 
     rate = model.blink_rate if config.blink_rate is None else config.blink_rate
-    eyes = np.full(frames, subject.eye_rest)
+    eyes = subject.eye_rest + subject.eye_jitter * ar1(rng, frames, 1, p.fast_ar ** (25.0 / fps))[:, 0]
     if rate > 0:
         scale = 60.0 / rate / model.interval_shape                                 # keeps k, sets the mean
         t_ms = (np.arange(frames) / fps) * 1000
@@ -184,3 +227,47 @@ def generate(model: ExpressionModel, subject: Subject, states: np.ndarray, frame
     for name in BLINKS:
         out[:, EXPRESSION_BLENDSHAPES.index(name)] = np.clip(eyes, 0.0, 1.0)
     return out
+
+
+SHIPPED_FILE = "expression_generator.npz"  # in resources/models/, with SHIPPED_FILE + ".sha256" and its card
+FORMAT = "avatar-studio expression generator 1"
+
+
+def save_generator(path: Path, model: ExpressionModel, card: dict) -> str:
+    """Write the model and its card (arrays and a JSON string: no pickles) atomically; returns its sha256."""
+    p = model.brows
+    save_npz(path, {"format": np.array(FORMAT), "card": np.array(json.dumps(card)),
+                    "interval": np.array([model.interval_shape, model.interval_scale]), "profile": model.profile,
+                    "brow_weights": model.brow_weights,
+                    "brows": np.array([p.slow_std, p.slow_ar, p.fast_std, p.fast_ar])})
+    return file_sha256(path)
+
+
+def load_generator(path: Path, sha256: str | None = None) -> tuple[ExpressionModel, dict]:
+    """(model, card) of the file at ``path``; with ``sha256``, refused unless the file has that hash."""
+    path = Path(path)
+    retrain = "retrain it with 'avatar-studio-cli expression-model train' or reinstall the studio"
+    if not path.is_file():
+        raise AvatarStudioError(f"{path}: no expression generator there: {retrain}")
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise AvatarStudioError(f"{path}: the expression generator's file does not match its recorded sha256 "
+                                f"(damaged or replaced): {retrain}")
+    data = load_npz(path)
+    try:
+        if data is None or str(data["format"]) != FORMAT:
+            raise ValueError("not an expression generator file")
+        shape, scale = (float(v) for v in data["interval"])
+        model = ExpressionModel(shape, scale, data["profile"], data["brow_weights"],
+                                BrowProcess(*(float(v) for v in data["brows"])))
+        return model, json.loads(str(data["card"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise AvatarStudioError(f"{path}: not a readable expression generator ({e}): {retrain}") from e
+
+
+def shipped_generator() -> tuple[ExpressionModel, dict]:
+    """The generator shipped in resources/models, checked against its recorded sha256."""
+    root = Path(str(resources.files("resources") / "models"))
+    digest = root / (SHIPPED_FILE + ".sha256")
+    if not digest.is_file():
+        raise AvatarStudioError(f"{digest}: the shipped expression generator's hash is missing: reinstall the studio")
+    return load_generator(root / SHIPPED_FILE, digest.read_text().split()[0])

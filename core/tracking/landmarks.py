@@ -29,6 +29,12 @@ BLENDSHAPE_NAMES: tuple[str, ...] = (
     "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
     "noseSneerLeft", "noseSneerRight",
 )
+# SyncTalk++'s 7 core blendshapes of the upper face, the avatar's expression controls (ARKit names, as MediaPipe
+# reports them).
+EXPRESSION_BLENDSHAPES: tuple[str, ...] = (
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "eyeBlinkLeft", "eyeBlinkRight",
+)
 NUM_LANDMARKS = 478  # 468 mesh vertices + 10 iris points
 
 # A face in a new frame is the followed one when its box overlaps the previous box at least this much

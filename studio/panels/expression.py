@@ -13,8 +13,8 @@ from PySide6.QtGui import QColor, QPainter, QPolygonF
 from PySide6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QScrollArea,
                                QSlider, QStyle, QStyleOptionSlider, QToolButton, QVBoxLayout, QWidget)
 
-from core.avatar.deform import EXPRESSION_BLENDSHAPES
 from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, STABILIZER_RANGE
+from core.tracking.landmarks import EXPRESSION_BLENDSHAPES
 from studio.state import StudioState
 
 # Slider range per pose control: (lowest, highest, step) of the offset, degrees or the pose's units (cm).
