@@ -67,7 +67,7 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     ca, cb = np.cov(a, rowvar=False) + 1e-9 * np.eye(a.shape[1]), np.cov(b, rowvar=False) + 1e-9 * np.eye(a.shape[1])
     root = linalg.sqrtm(ca @ cb).real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * root))
+    return max(0.0, float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * root)))
 
 
 def blinks(track: np.ndarray) -> str:

@@ -82,6 +82,10 @@ def test_the_dialog_offers_export_only_for_a_usable_speech_file(dialog, imported
     dialog.start_box.setValue(2.0)
     dialog.end_box.setValue(3.0)
     assert dialog.config() == DubConfig(start=2.0, end=3.0, size="1080p", crf=23, watermark=False)
+    assert [dialog.face_box.itemData(i) for i in range(3)] == ["edited", "footage", "generated"]
+    dialog.face_box.setCurrentIndex(2)
+    assert dialog.config().expression == "generated"
+    dialog.face_box.setCurrentIndex(0)
     job = dialog.job()
     assert (job.project, job.audio, job.out) == (imported, speech, imported.root / "may_dub.mp4")
 

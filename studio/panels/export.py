@@ -1,6 +1,6 @@
 """Export dialog: what File ▸ Export Dub… asks before dubbing: the speech file and the stretch of it to speak,
-the output's size and quality, the visible AI watermark and where the mp4 goes. It only asks: the main window
-runs the ``DubJob`` it makes. Export stays disabled, with the reason shown beside the field, until the inputs
+the output's size and quality, where the upper face comes from, the visible AI watermark and where the mp4 goes.
+It only asks: the main window runs the ``DubJob`` it makes. Export stays disabled, with the reason shown beside the field, until the inputs
 can make a dub."""
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ class ExportDialog(QDialog):
             self.quality_box.addItem(text, crf)
             self.quality_box.setItemData(self.quality_box.count() - 1, f"H.264 at CRF {crf}: lower looks better "
                                          "and takes more space", Qt.ItemDataRole.ToolTipRole)
+        self.face_box = QComboBox()
+        for key, text, tip in (("edited", "Footage with your edits", "The footage's brows and blinks, looped with it, "
+                                "with the Expression panel's edits"),
+                               ("footage", "Footage as tracked", "The footage's brows and blinks, looped with it"),
+                               ("generated", "Generated from the speech", "Brows and blinks made for the new speech "
+                                "by the expression generator: no loop repeats")):
+            self.face_box.addItem(text, key)
+            self.face_box.setItemData(self.face_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.watermark_box = QCheckBox("Mark the video as AI-generated (visible watermark)")
         self.watermark_box.setChecked(True)
         self.watermark_box.setToolTip("The file's metadata always says the video is synthetic and made with "
@@ -92,6 +100,7 @@ class ExportDialog(QDialog):
         form.addRow("Time range:", time_range)
         form.addRow("Size:", self.size_box)
         form.addRow("Quality:", self.quality_box)
+        form.addRow("Upper face:", self.face_box)
         form.addRow("", self.watermark_box)
         form.addRow("Save as:", self._with_browse(self.output_edit, self._browse_output))
         form.addRow("", self.output_label)
@@ -114,7 +123,8 @@ class ExportDialog(QDialog):
     # --- what it makes ------------------------------------------------------------------------------
     def config(self) -> DubConfig:
         return DubConfig(start=self.start_box.value(), end=self.end_box.value(), size=self.size_box.currentData(),
-                         crf=self.quality_box.currentData(), watermark=self.watermark_box.isChecked())
+                         crf=self.quality_box.currentData(), watermark=self.watermark_box.isChecked(),
+                         expression=self.face_box.currentData())
 
     def job(self) -> DubJob:
         return DubJob(self.project, self.speech_path(), self.output_path(), self.config())
