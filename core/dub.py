@@ -33,13 +33,12 @@ from core.compose.watermark import stamp
 from core.config import to_dict
 from core.errors import AvatarStudioError, MediaError
 from core.expression.edits import edited_performance
-from core.expression.generator import GeneratorConfig, Subject, generate, shipped_generator
+from core.expression.generator import GeneratorConfig, for_speech
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, AudioStream, FrameReader, MediaInfo, VideoWriter, load_audio, probe
 from core.options import option
 from core.pipeline import require_current
 from core.project import Project
-from core.speech.frontend import Frontend
 from core.tracking.track import load_tracking
 
 SIZES: dict[str, int | None] = {"source": None, "512": 512, "1080p": 1080}  # output height; None: the footage's
@@ -148,7 +147,7 @@ class DubJob:
         if config.expression == "footage":
             expr = driver.views.expr[source]                                                   # [n,E]
         elif config.expression == "generated":
-            expr = generated_expression(speech, tracking, n, fps, config.expression_seed, cancel)  # [n,E]
+            expr = for_speech(speech, tracking, n, fps, GeneratorConfig(seed=config.expression_seed), cancel)  # [n,E]
             notes.append(f"the brows and blinks are generated from {audio_path.name} (seed {config.expression_seed})")
         else:
             expr = expression_of(edited.blendshapes)[source]                                   # [n,E]
@@ -189,16 +188,6 @@ class DubJob:
             cancel.check(self.name)
         progress(Progress(1.0, f"Dubbed {n} frames ({float(n / fps):.1f} s) into {out.name}"))
         return DubResult(out, n, float(n / fps), n / (time.perf_counter() - begun), notes)
-
-
-def generated_expression(speech: np.ndarray, tracking: dict[str, np.ndarray], n: int, fps: Fraction, seed: int,
-                         cancel: CancelToken) -> np.ndarray:
-    """float32 [n,E]: the upper face the shipped Expression Generator makes for ``speech`` (16 kHz), for the face
-    of ``tracking`` (its resting brows, their motion and its blinks)."""
-    model, _ = shipped_generator()
-    states = Frontend(cancel=cancel).states(speech, cancel=cancel)                       # [N,D] 50 Hz
-    subject = Subject.of(tracking["blendshapes"][tracking["valid"].astype(bool)], float(fps))
-    return generate(model, subject, states, n, fps, GeneratorConfig(seed=seed))
 
 
 def in_order(reader: FrameReader, source: list[int], block: int = REVERSE_BLOCK) -> Iterator[tuple[int, np.ndarray]]:

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from core.errors import AvatarStudioError
 from core.expression.edits import HISTORY_LIMIT, History, RestabilizeJob, load_keys, performance, save_keys
-from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, Edits
+from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, Edits, Key
 from core.project import Project
 from core.tracking.landmarks import BLENDSHAPE_NAMES
 from core.tracking.pose import euler_degrees
@@ -241,6 +241,23 @@ class EditSession(QObject):
     def reset(self, channels: tuple[str, ...], label: str) -> None:
         """Drop the edits of ``channels`` (a control, a group, all)."""
         self._push(self.edits.without(channels), label)
+
+    def fill(self, channels: tuple[str, ...], first: int, last: int, values: np.ndarray,
+             label: str = "Generate brows and blinks") -> None:
+        """Key ``channels`` at every frame of ``first..last`` so that they show ``values`` [T, len(channels)] there
+        (a frame's row each; linear between), and just outside the range where their curves were, so the rest of
+        the footage stays as it was: one undo step, every key editable afterwards."""
+        edits = self.edits
+        first, last = max(0, first), min(last, self.frames - 1)
+        for j, c in enumerate(channels):
+            lane = edits.lane(c)
+            around = [f for f in (first - 1, last + 1) if 0 <= f < self.frames and lane.key_at(f) is None]
+            kept = [k for k in lane.keys if not first <= k.frame <= last]
+            kept += [Key(f, float(lane.at(np.array([f]))[0]), "linear") for f in around]
+            made = [Key(f, lane.key_for(self.tracked(c, f), float(values[f, j])), "linear")
+                    for f in range(first, last + 1)]
+            edits = edits.with_lane(c, replace(lane, keys=tuple(sorted(kept + made, key=lambda k: k.frame))))
+        self._push(edits, label)
 
     def reset_all(self) -> None:
         """Drop every edit: the keys and the stabilizer's strength."""

@@ -243,7 +243,7 @@ def test_a_full_disk_and_a_cancel_leave_no_file(trained_project, copy_project, m
 def test_generated_expressions_drive_the_upper_face_the_same_for_a_seed(trained_project, copy_project, media_dir,
                                                                        tmp_path, monkeypatch):
     from core.avatar.drive import Driver
-    from core.dub import generated_expression
+    from core.expression.generator import GeneratorConfig, for_speech
     from core.jobs import CancelToken
     from core.media import load_audio
 
@@ -255,11 +255,11 @@ def test_generated_expressions_drive_the_upper_face_the_same_for_a_seed(trained_
                         seen.append(e) or real_frame(self, f, s, a, e, pose))
     result = run_job(DubJob(project, speech, tmp_path / "g.mp4", DubConfig(end=2.0, expression="generated")))
     assert any("generated from speech_en_60s_16k.wav (seed 0)" in note for note in result.notes)
-    want = generated_expression(load_audio(speech, 16000, duration=2.0), load_tracking(project), 50,
-                                Fraction(25), 0, CancelToken())
+    want = for_speech(load_audio(speech, 16000, duration=2.0), load_tracking(project), 50, Fraction(25),
+                      GeneratorConfig(seed=0), CancelToken())
     np.testing.assert_array_equal(np.array(seen), want)
-    other = generated_expression(load_audio(speech, 16000, duration=2.0), load_tracking(project), 50,
-                                 Fraction(25), 1, CancelToken())
+    other = for_speech(load_audio(speech, 16000, duration=2.0), load_tracking(project), 50, Fraction(25),
+                       GeneratorConfig(seed=1), CancelToken())
     assert not np.array_equal(other, want)
     looped = load_tracking(project)["blendshapes"][:50, 1:6]                # the footage's brows, as a loop shows them
     assert not np.allclose(want[:, :5], looped)

@@ -299,3 +299,47 @@ def test_the_timeline_frames_new_footage_whole(window, qtbot, tracked_project, c
     qtbot.waitUntil(lambda: window.state.frame_count == 331)
     low, high = vb.viewRange()[0]
     assert low <= 0 and high >= 330                                        # the whole of the longer clip
+
+
+def test_generate_from_speech_fills_a_range_of_the_core_controls_in_one_undo_step(window, qtbot, expressive_project,
+                                                                                 copy_project, artifacts_dir):
+    from core.expression.generator import GeneratorConfig, for_speech
+    from core.media import load_audio
+    from core.tracking.landmarks import EXPRESSION_BLENDSHAPES
+
+    root = copy_project(expressive_project)
+    open_project(window, qtbot, root)
+    edits = window.state.edits
+    panel = window.panels["expression"]
+    window.docks["expression"].show()
+    window.docks["expression"].raise_()
+    before = {name: [edits.value(name, f) for f in (0, 49, 151, 200)] for name in EXPRESSION_BLENDSHAPES}
+    dialog = panel.generate_dialog()
+    assert (dialog.first.value(), dialog.last.value()) == (0, 330) and dialog.config() == GeneratorConfig()
+    dialog.first.setValue(50)
+    dialog.last.setValue(150)
+    dialog.seed.setValue(2)
+    dialog.rate.setValue(30)
+    qtbot.wait(100)
+    assert dialog.grab().save(str(artifacts_dir / "studio_expression_generate_dialog.png"))
+    dialog.accept()
+    qtbot.waitUntil(lambda: window.job is None and edits.undo.count() == 1, timeout=60_000)
+    assert edits.undo.undoText() == "Generate brows and blinks"
+
+    project = Project.open(root)
+    tracking = load_tracking(project)
+    want = for_speech(load_audio(root / "audio_16k.wav", 16000), tracking, 331, 25,
+                      GeneratorConfig(seed=2, blink_rate=30.0))
+    for j, name in enumerate(EXPRESSION_BLENDSHAPES):
+        lane = edits.edits.lane(name)
+        assert [k.frame for k in lane.keys] == list(range(49, 152))            # the range, and one either side
+        assert all(edits.value(name, f) == pytest.approx(want[f, j], abs=1e-5) for f in (50, 99, 150))
+        assert [edits.value(name, f) for f in (0, 49, 151, 200)] == pytest.approx(before[name])  # the rest as was
+    window.docks["curves"].show()
+    window.docks["curves"].raise_()
+    edits.select("eyeBlinkLeft")
+    window.state.set_frame(100)
+    qtbot.wait(300)
+    assert window.grab().save(str(artifacts_dir / "studio_expression_generated.png"))
+    edits.undo.undo()
+    assert edits.edits.empty

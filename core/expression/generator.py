@@ -21,8 +21,12 @@ import numpy as np
 
 from core.errors import AvatarStudioError
 from core.fsutil import load_npz, save_npz
+from core.jobs import CancelToken, Progress, ProgressFn
+from core.layout import AUDIO_FILE
+from core.media import AUDIO_RATE, load_audio
 from core.options import option
-from core.project import file_sha256
+from core.project import Project, file_sha256
+from core.speech.frontend import Frontend
 from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
 
 BROWS = tuple(n for n in EXPRESSION_BLENDSHAPES if n.startswith("brow"))       # 5
@@ -227,6 +231,36 @@ def generate(model: ExpressionModel, subject: Subject, states: np.ndarray, frame
     for name in BLINKS:
         out[:, EXPRESSION_BLENDSHAPES.index(name)] = np.clip(eyes, 0.0, 1.0)
     return out
+
+
+def for_speech(speech: np.ndarray, tracking: dict[str, np.ndarray], frames: int, fps: Fraction,
+               config: GeneratorConfig = GeneratorConfig(), cancel: CancelToken | None = None) -> np.ndarray:
+    """float32 [frames, 7]: the upper face the shipped generator makes for ``speech`` (16 kHz), for the face of
+    ``tracking`` (its resting brows, their motion and its blinks)."""
+    model, _ = shipped_generator()
+    states = Frontend(cancel=cancel).states(speech, cancel=cancel)                       # [N,D] 50 Hz
+    subject = Subject.of(tracking["blendshapes"][tracking["valid"].astype(bool)], float(fps))
+    return generate(model, subject, states, frames, fps, config)
+
+
+@dataclass
+class GenerateJob:
+    """The upper face generated for the project's own speech, over all its footage's frames (the studio fills a
+    range of the edited track with it)."""
+
+    project: Project
+    tracking: dict[str, np.ndarray]
+    config: GeneratorConfig = GeneratorConfig()
+    name: str = "Generate brows and blinks"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> np.ndarray:
+        progress(Progress(0.0, "Reading the speech"))
+        fps = Fraction(self.project.checked_footage().info["fps"])
+        frames = len(self.tracking["blendshapes"])
+        speech = load_audio(self.project.path(AUDIO_FILE), AUDIO_RATE)
+        out = for_speech(speech, self.tracking, frames, fps, self.config, cancel)
+        progress(Progress(1.0, f"Generated {frames} frames of brows and blinks"))
+        return out
 
 
 SHIPPED_FILE = "expression_generator.npz"  # in resources/models/, with SHIPPED_FILE + ".sha256" and its card

@@ -101,25 +101,22 @@ class Lane:
     def at(self, frames: np.ndarray) -> np.ndarray:
         """float64 [N]: the offset at each of ``frames`` [N] (zero for a lane without keys)."""
         t = np.asarray(frames, np.float64)
-        out = np.zeros(len(t))
         if not self.keys:
-            return out
-        kt = np.array([k.frame for k in self.keys], np.float64)
-        kv = np.array([k.value for k in self.keys], np.float64)
-        out[:] = np.where(t <= kt[0], kv[0], kv[-1])
+            return np.zeros(len(t))
+        kt = np.array([k.frame for k in self.keys], np.float64)                        # [K]
+        kv = np.array([k.value for k in self.keys], np.float64)                        # [K]
+        out = np.where(t <= kt[0], kv[0], kv[-1])
+        seg = np.searchsorted(kt, t, side="right") - 1                                 # [N] the key before t
+        inside = (seg >= 0) & (seg < len(kt) - 1)
+        i = seg[inside]
+        t0, t1, v0, v1 = kt[i], kt[i + 1], kv[i], kv[i + 1]
+        h = t1 - t0
+        u = (t[inside] - t0) / h
         slopes = _auto_clamped_slopes(kt, kv)
-        for i, key in enumerate(self.keys[:-1]):
-            t0, t1, v0, v1 = kt[i], kt[i + 1], kv[i], kv[i + 1]
-            inside = (t >= t0) & (t < t1)
-            u = (t[inside] - t0) / (t1 - t0)
-            if key.interp == "hold":
-                out[inside] = v0
-            elif key.interp == "linear":
-                out[inside] = v0 + (v1 - v0) * u
-            else:
-                h = t1 - t0
-                out[inside] = ((2 * u**3 - 3 * u**2 + 1) * v0 + (u**3 - 2 * u**2 + u) * h * slopes[i]
-                               + (-2 * u**3 + 3 * u**2) * v1 + (u**3 - u**2) * h * slopes[i + 1])
+        smooth = ((2 * u**3 - 3 * u**2 + 1) * v0 + (u**3 - 2 * u**2 + u) * h * slopes[i]
+                  + (-2 * u**3 + 3 * u**2) * v1 + (u**3 - u**2) * h * slopes[i + 1])
+        interp = np.array([INTERPOLATIONS.index(k.interp) for k in self.keys])[i]    # 0 smooth, 1 linear, 2 hold
+        out[inside] = np.select([interp == 1, interp == 2], [v0 + (v1 - v0) * u, v0], smooth)
         return out
 
 
@@ -127,10 +124,9 @@ def _auto_clamped_slopes(kt: np.ndarray, kv: np.ndarray) -> np.ndarray:
     """Per key, the curve's slope there: Catmull-Rom's (neighbour to neighbour), zero at the ends and where the
     key is a local extreme."""
     slopes = np.zeros(len(kt))
-    for i in range(1, len(kt) - 1):
-        before, after = kv[i] - kv[i - 1], kv[i + 1] - kv[i]
-        if before * after > 0:
-            slopes[i] = (kv[i + 1] - kv[i - 1]) / (kt[i + 1] - kt[i - 1])
+    if len(kt) > 2:
+        before, after = kv[1:-1] - kv[:-2], kv[2:] - kv[1:-1]
+        slopes[1:-1] = np.where(before * after > 0, (kv[2:] - kv[:-2]) / (kt[2:] - kt[:-2]), 0.0)
     return slopes
 
 

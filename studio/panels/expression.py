@@ -10,9 +10,11 @@ from itertools import count
 
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPolygonF
-from PySide6.QtWidgets import (QCheckBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QScrollArea,
-                               QSlider, QStyle, QStyleOptionSlider, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QGridLayout,
+                               QGroupBox, QHBoxLayout, QLabel, QPushButton, QScrollArea, QSlider, QSpinBox, QStyle,
+                               QStyleOptionSlider, QToolButton, QVBoxLayout, QWidget)
 
+from core.expression.generator import GenerateJob, GeneratorConfig
 from core.expression.keyframes import BLEND_CHANNELS, POSE_CHANNELS, STABILIZER_RANGE
 from core.tracking.landmarks import EXPRESSION_BLENDSHAPES
 from studio.state import StudioState
@@ -132,6 +134,46 @@ class ControlRow:
         self.label.setChecked(edits.selected == self.name)
 
 
+class GenerateDialog(QDialog):
+    """What "Generate from Speech…" asks: the frames to fill, and the generator's seed, blink rate and
+    expressiveness."""
+
+    def __init__(self, frames: int, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Generate brows and blinks from the footage's speech")
+        self.first, self.last = QSpinBox(), QSpinBox()
+        for box, value in ((self.first, 0), (self.last, frames - 1)):
+            box.setRange(0, frames - 1)
+            box.setValue(value)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 1_000_000)
+        self.seed.setToolTip("Another number, another draw of blinks and brow motion")
+        self.rate = QDoubleSpinBox()
+        self.rate.setRange(0, 120)
+        self.rate.setSpecialValueText("as people do")
+        self.rate.setSuffix(" a minute")
+        self.rate.setToolTip("How often the eyes blink (lowest: the rate learnt from the corpus)")
+        self.expressive = QDoubleSpinBox()
+        self.expressive.setRange(0, 3)
+        self.expressive.setSingleStep(0.1)
+        self.expressive.setValue(1.0)
+        self.expressive.setToolTip("How far the brows move: 0 still, 1 as learnt")
+        form = QFormLayout(self)
+        form.addRow("From frame", self.first)
+        form.addRow("To frame", self.last)
+        form.addRow("Seed", self.seed)
+        form.addRow("Blinks", self.rate)
+        form.addRow("Expressiveness", self.expressive)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def config(self) -> GeneratorConfig:
+        return GeneratorConfig(seed=self.seed.value(), blink_rate=self.rate.value() or None,
+                               expressiveness=self.expressive.value())
+
+
 class ExpressionPanel(QWidget):
     def __init__(self, state: StudioState):
         super().__init__()
@@ -166,6 +208,12 @@ class ExpressionPanel(QWidget):
             reset = QPushButton("Reset group")
             reset.clicked.connect(lambda _=False, n=names, t=title: self.reset(n, f"Reset {t.lower()}"))
             grid.addWidget(reset, 0, 3, 1, 2)
+            if names == EXPRESSION_BLENDSHAPES:
+                generate = QPushButton("Generate from Speech…")
+                generate.setToolTip("Fill a range of these controls with brows and blinks generated for the "
+                                    "footage's speech (one undo step; the keys stay editable)")
+                generate.clicked.connect(self.generate_dialog)
+                grid.addWidget(generate, len(names) + 1, 0, 1, 5)
             for i, name in enumerate(names):
                 self.rows[name] = ControlRow(self, grid, i + 1, name)
             if names == POSE_CHANNELS:
@@ -208,6 +256,22 @@ class ExpressionPanel(QWidget):
         reset.clicked.connect(lambda: self.set_stabilizer(100))
         for col, w in ((0, label), (1, self.stabilizer), (2, self.stabilizer_value), (4, reset)):
             grid.addWidget(w, row, col)
+
+    def generate_dialog(self) -> GenerateDialog:
+        """Ask for the range and the generator's controls (window-modal, never exec'd); generate when accepted."""
+        dialog = GenerateDialog(self.state.edits.frames, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.generate(dialog.first.value(), dialog.last.value(), dialog.config()))
+        dialog.open()
+        return dialog
+
+    def generate(self, first: int, last: int, config: GeneratorConfig) -> None:
+        """Generate the core controls for the footage's speech in a job, then fill ``first..last`` with them."""
+        edits = self.state.edits
+        project = edits.project
+        self.state.jobs.run(GenerateJob(project, edits.tracking, config),
+                            on_finished=lambda values: edits.project is project and
+                            edits.fill(EXPRESSION_BLENDSHAPES, first, last, values))
 
     def set_stabilizer(self, percent: int) -> None:
         self.state.edits.set_stabilizer(percent / 100)
