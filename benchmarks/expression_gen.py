@@ -14,7 +14,12 @@ The generator is fitted on the corpus without the three speakers with the most f
    5) is described per core blendshape by its mean, spread and mean frame-to-frame change: 21 numbers.
 3. Each held-out speaker's own speech: the generator (for their face: their resting brows and blink height) and a
    still face, against their real track, the same way.
-The codebook (the issue's VQ-VAE) is not built: no row for it.
+With codebook: the generated track rebuilt by the subject's codebook (the prior fitted here on the training clips,
+then on the subject's own footage: May's, or the held-out speaker's own track).
+4. Fidelity across identities: May's avatar (--project must hold a trained one) renders her footage's first 200
+   frames with a held-out speaker's real upper face (vox_B's), raw and through May's codebook; our tracker re-tracks
+   the renders: r between the requested and the re-tracked eyeBlink (left and right averaged) and browInnerUp,
+   and on how many frames a face was found.
 """
 
 from __future__ import annotations
@@ -31,9 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.dub import pingpong  # noqa: E402
+from core.audio.features import load_features  # noqa: E402
+from core.avatar.drive import Driver  # noqa: E402
+from core.baselines import FrameList  # noqa: E402
+from core.expression.codebook import CodebookConfig, ExpressionVQ, fit, in_range, learn_subject, prior_tracks  # noqa: E402
 from core.expression.generator import GeneratorConfig, Subject, blink_stats, generate  # noqa: E402
 from core.expression.learn import brow_r, fit_generator  # noqa: E402
-from core.media import load_audio  # noqa: E402
+from core.media import FrameReader, load_audio  # noqa: E402
+from core.tracking.landmarks import detect_landmarks  # noqa: E402
 from core.project import Project  # noqa: E402
 from core.speech.corpus import load_corpus  # noqa: E402
 from core.speech.frontend import Frontend  # noqa: E402
@@ -117,10 +127,16 @@ def main() -> None:
     speech = load_audio(MEDIA / "speech_en_60s_16k.wav", 16000)
     n = int(len(speech) / 16000 * RATE)
     states = frontend.states(speech)
+    prior = ExpressionVQ(CodebookConfig())
+    fit(prior, prior_tracks([(c.blendshapes, c.valid.astype(bool), float(c.fps)) for c in train]),
+        prior.config.prior_steps)
+    may_book = learn_subject(prior, may[:, CORE])
+    generated = generate(model, Subject.of(may, RATE), states, n, Fraction(25), GeneratorConfig())
     tracks = {
         "footage loop (today)": may[pingpong(np.arange(n), len(may))][:, CORE],
         "still face": np.repeat(np.median(may[:, CORE], axis=0)[None], n, axis=0),
-        "generator, no codebook": generate(model, Subject.of(may, RATE), states, n, Fraction(25), GeneratorConfig()),
+        "generator, no codebook": generated,
+        "generator with codebook": in_range(may_book, generated),
     }
     print("\n2. May, 60 s of new speech: blinks/min | median ms, and the Fréchet distance of its 2 s windows to the "
           "held-out speakers' real ones")
@@ -139,8 +155,30 @@ def main() -> None:
         gen = np.concatenate([generate(model, subject, c.states, int(len(c.valid) / float(c.fps) * RATE),
                                        Fraction(25), GeneratorConfig(seed=i)) for i, c in enumerate(own)])
         still = np.repeat(np.median(track, axis=0)[None], len(track), axis=0)
-        for name, t in (("real", track), ("still face", still), ("generator, no codebook", gen)):
+        booked = in_range(learn_subject(prior, track), gen)
+        for name, t in (("real", track), ("still face", still), ("generator, no codebook", gen),
+                        ("generator with codebook", booked)):
             print(f"| {s} | {name} | {blinks(t)} | {frechet(windows(t), windows(track)):.4f} |")
+
+    project = Project.open(args.project)
+    driver = Driver.load(project)
+    features = np.ascontiguousarray(load_features(project).features, np.float32)
+    other = real["vox_B"] if "vox_B" in real else next(iter(real.values()))
+    frames = min(200, len(other), len(may))
+    requested = {"raw": other[:frames], "with May's codebook": in_range(may_book, other[:frames])}
+    print(f"\n4. May's avatar driven by a held-out speaker's real upper face ({frames} frames), re-tracked")
+    print("| upper face | r eyeBlink | r browInnerUp | frames with a face |")
+    print("|---|---|---|---|")
+    with FrameReader(project.checked_footage().path) as reader:
+        footage = [reader.read(i) for i in range(frames)]
+    for name, want in requested.items():
+        renders = [driver.frame(footage[i], i, driver.lip(driver.model.audio_window(features, i)), want[i])
+                   for i in range(frames)]
+        got = detect_landmarks(FrameList(renders, reader.fps))
+        seen = got.blendshapes[:, CORE]
+        r_blink = np.corrcoef(want[:, 5:7].mean(1), seen[:, 5:7].mean(1))[0, 1]
+        r_brow = np.corrcoef(want[:, 2], seen[:, 2])[0, 1]
+        print(f"| {name} | {r_blink:.2f} | {r_brow:.2f} | {int(got.detected.sum())}/{frames} |")
 
 
 if __name__ == "__main__":

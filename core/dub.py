@@ -32,6 +32,7 @@ from core.compose.portrait import PortraitConfig
 from core.compose.watermark import stamp
 from core.config import to_dict
 from core.errors import AvatarStudioError, MediaError
+from core.expression.codebook import in_range, learn_subject, shipped_prior
 from core.expression.edits import edited_performance
 from core.expression.generator import GeneratorConfig, for_speech
 from core.jobs import CancelToken, Progress, ProgressFn, span
@@ -62,6 +63,8 @@ class DubConfig:
     expression: str = option("edited", "the upper face: the footage's (looped with it), the project's edited one, or "
                                        "generated from the speech (brows and blinks)", choices=EXPRESSIONS)
     expression_seed: int = option(0, "the generated upper face's random draw", metavar="N")
+    keep_in_range: bool = option(True, "do not rebuild a generated upper face from the subject's own expression "
+                                       "codebook (what this avatar has seen)")
     portrait: PortraitConfig = DUB_PORTRAIT
 
     def __post_init__(self) -> None:
@@ -149,6 +152,10 @@ class DubJob:
         elif config.expression == "generated":
             expr = for_speech(speech, tracking, n, fps, GeneratorConfig(seed=config.expression_seed), cancel)  # [n,E]
             notes.append(f"the brows and blinks are generated from {audio_path.name} (seed {config.expression_seed})")
+            if config.keep_in_range:
+                subject = learn_subject(shipped_prior(), expression_of(tracking["blendshapes"][driver.views.valid]),
+                                        cancel=cancel)
+                expr = in_range(subject, expr)
         else:
             expr = expression_of(edited.blendshapes)[source]                                   # [n,E]
             notes += edited.notes

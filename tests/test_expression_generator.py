@@ -65,3 +65,24 @@ def test_the_blink_rate_control_changes_the_measured_rate():
     assert measured[10.0] == pytest.approx(10.0, rel=0.3) and measured[30.0] == pytest.approx(30.0, rel=0.3)
     assert generate(model(), SUBJECT, states, 1500, FPS, GeneratorConfig(blink_rate=0))[:, 5].max() == \
         pytest.approx(0.12)                                                 # no blinks: the eyelids at rest
+
+
+def test_the_codebook_rebuilds_the_subjects_own_track_closely_and_pulls_another_face_into_its_range(
+        tracked_project):
+    from core.expression.codebook import in_range, learn_subject, shipped_prior
+    from core.project import Project
+    from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
+    from core.tracking.track import load_tracking
+
+    core = [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]
+    may = load_tracking(Project.open(tracked_project("may_13s.mp4")))["blendshapes"][:, core]     # [331,7]
+    subject = learn_subject(shipped_prior(), may)
+    again = learn_subject(shipped_prior(), may)
+    rebuilt = in_range(subject, may)
+    np.testing.assert_array_equal(rebuilt, in_range(again, may))           # the same codebook from the same footage
+    error = np.abs(rebuilt - may).mean()
+    assert error < 0.04, error                                             # about a fifth of the shapes' spread
+    assert np.corrcoef(rebuilt[:, 5], may[:, 5])[0, 1] > 0.8               # the blinks survive the round trip
+    frowning = np.clip(may + np.array([0.6, 0.6, 0, 0, 0, 0, 0]), 0, 1)   # brows far lower than she ever holds them
+    pulled = in_range(subject, frowning)
+    assert pulled[:, :2].mean() < frowning[:, :2].mean() - 0.1             # brought back toward what she does

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from core.config import to_dict
 from core.errors import AvatarStudioError
+from core.expression.codebook import SHIPPED_FILE as CODEBOOK_FILE
+from core.expression.codebook import CodebookConfig, ExpressionVQ, fit, prior_tracks, save_codebook
 from core.expression.generator import (BLINK_COLUMNS, BROW_COLUMNS, PROFILE_MS, SLOW_S, BrowProcess,
                                        ExpressionModel, GeneratorConfig, Subject, blink_stats, detect_blinks,
                                        generate, pooled, resting_level, save_generator, slow_and_fast)
 from core.fsutil import atomic_write_bytes
 from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.project import file_sha256
 from core.speech.corpus import Clip, load_corpus
 from core.speech.frontend import Frontend
 from core.tracking.landmarks import EXPRESSION_BLENDSHAPES
@@ -179,8 +183,15 @@ class GeneratorTrainJob:
             speakers[s] = {"seconds": round(face[s], 1), "blinks_per_min_real": blink_stats(real, float(own[0].fps))[0],
                            "blinks_per_min_generated": blink_stats(made[:, 5:7].mean(1), float(own[0].fps))[0]}
         cancel.check(self.name)
-        progress(Progress(0.9, "Fitting on every clip"))
+        progress(Progress(0.85, "Fitting on every clip"))
         model = fit_generator(clips)
+        prior = ExpressionVQ(CodebookConfig())
+        prior_error = fit(prior, prior_tracks([(c.blendshapes, c.valid.astype(bool), float(c.fps)) for c in clips]),
+                          prior.config.prior_steps, span(progress, 0.85, 0.99), cancel, "the corpus")
+        codebook = self.out.with_name(CODEBOOK_FILE)
+        save_codebook(codebook, prior)
+        codebook_sha = file_sha256(codebook)
+        atomic_write_bytes(codebook.with_name(codebook.name + ".sha256"), f"{codebook_sha}  {codebook.name}\n".encode())
         card = {
             "name": "Avatar Studio expression generator",
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -194,6 +205,8 @@ class GeneratorTrainJob:
                             "terms": c.row.terms} for c in clips],
             "left_out": failed,
             "blinks_per_min": model.blink_rate,
+            "codebook": {"file": CODEBOOK_FILE, "sha256": codebook_sha, "config": to_dict(prior.config),
+                         "training_error_z2": prior_error},
             "validation": {"held_out_speakers": held, "brow_r_training": brow_r(check, train),
                            "brow_r_held_out": brow_r(check, test), "speakers": speakers},
             "terms": sorted({c.row.terms for c in clips if c.row.terms}),
