@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import AvatarStudioError
+from core.expression.codebook import in_range, learn_subject, shipped_prior
 from core.fsutil import load_npz, save_npz
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import AUDIO_FILE
@@ -246,11 +247,12 @@ def for_speech(speech: np.ndarray, tracking: dict[str, np.ndarray], frames: int,
 @dataclass
 class GenerateJob:
     """The upper face generated for the project's own speech, over all its footage's frames (the studio fills a
-    range of the edited track with it)."""
+    range of the edited track with it), rebuilt from the subject's expression codebook when ``keep_in_range``."""
 
     project: Project
     tracking: dict[str, np.ndarray]
     config: GeneratorConfig = GeneratorConfig()
+    keep_in_range: bool = True
     name: str = "Generate brows and blinks"
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> np.ndarray:
@@ -259,6 +261,11 @@ class GenerateJob:
         frames = len(self.tracking["blendshapes"])
         speech = load_audio(self.project.path(AUDIO_FILE), AUDIO_RATE)
         out = for_speech(speech, self.tracking, frames, fps, self.config, cancel)
+        if self.keep_in_range:
+            progress(Progress(0.8, "Keeping the expressions in the subject's range"))
+            valid = self.tracking["valid"].astype(bool)
+            own = self.tracking["blendshapes"][valid][:, [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]]
+            out = in_range(learn_subject(shipped_prior(), own, cancel=cancel), out)
         progress(Progress(1.0, f"Generated {frames} frames of brows and blinks"))
         return out
 

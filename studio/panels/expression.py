@@ -158,12 +158,17 @@ class GenerateDialog(QDialog):
         self.expressive.setSingleStep(0.1)
         self.expressive.setValue(1.0)
         self.expressive.setToolTip("How far the brows move: 0 still, 1 as learnt")
+        self.in_range = QCheckBox("Keep expressions in the subject's range")
+        self.in_range.setChecked(True)
+        self.in_range.setToolTip("Rebuild the generated motion from what this face does in its footage (its "
+                                 "expression codebook)")
         form = QFormLayout(self)
         form.addRow("From frame", self.first)
         form.addRow("To frame", self.last)
         form.addRow("Seed", self.seed)
         form.addRow("Blinks", self.rate)
         form.addRow("Expressiveness", self.expressive)
+        form.addRow("", self.in_range)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -261,15 +266,16 @@ class ExpressionPanel(QWidget):
         """Ask for the range and the generator's controls (window-modal, never exec'd); generate when accepted."""
         dialog = GenerateDialog(self.state.edits.frames, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.accepted.connect(lambda: self.generate(dialog.first.value(), dialog.last.value(), dialog.config()))
+        dialog.accepted.connect(lambda: self.generate(dialog.first.value(), dialog.last.value(), dialog.config(),
+                                                      dialog.in_range.isChecked()))
         dialog.open()
         return dialog
 
-    def generate(self, first: int, last: int, config: GeneratorConfig) -> None:
+    def generate(self, first: int, last: int, config: GeneratorConfig, in_range: bool = True) -> None:
         """Generate the core controls for the footage's speech in a job, then fill ``first..last`` with them."""
         edits = self.state.edits
         project = edits.project
-        self.state.jobs.run(GenerateJob(project, edits.tracking, config),
+        self.state.jobs.run(GenerateJob(project, edits.tracking, config, in_range),
                             on_finished=lambda values: edits.project is project and
                             edits.fill(EXPRESSION_BLENDSHAPES, first, last, values))
 
