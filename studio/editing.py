@@ -169,10 +169,9 @@ class EditSession(QObject):
         base = self.performance[:, BLENDSHAPE_NAMES.index(channel)].astype(np.float64)
         return base, np.clip(self.edits.lane(channel).over(base, t), 0.0, 1.0)
 
-    def key_frames(self, channels: tuple[str, ...] | None = None) -> list[int]:
-        """The frames keyed on any of ``channels`` (all lanes by default), sorted."""
-        lanes = self.edits.lanes if channels is None else {c: self.edits.lane(c) for c in channels}
-        return sorted({k.frame for lane in lanes.values() for k in lane.keys})
+    def key_frames(self) -> list[int]:
+        """The frames keyed on any control, sorted."""
+        return sorted({k.frame for lane in self.edits.lanes.values() for k in lane.keys})
 
     # --- editing: each call is one undo step (or merges into the drag it belongs to) ----------------------
     def set_values(self, values: dict[str, float], frame: int, merge: object = None) -> None:
