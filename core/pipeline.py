@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ProjectError
-from core.layout import (AVATAR_FILE, FEATURES_FILE, KEYPOINTS_FILE, LANDMARKS_FILE, TRACKED_CSV_FILE,
+from core.layout import (AVATAR_FILE, FEATURES_FILE, KEYPOINTS_FILE, LANDMARKS_FILE, TORSO_FILE, TRACKED_CSV_FILE,
                          TRACKING_FILE)
 from core.project import FootageRef, Project
 
@@ -70,6 +70,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("avatar", "the avatar", ("tracking", "audio"), (AVATAR_FILE,),
           "core.avatar.train:TrainAvatarJob", "core.avatar.config:TrainConfig", "core.avatar.drive:Driver.load",
           "train", "train the avatar", "train"),
+    Stage("torso", "the torso restorer", ("tracking",), (TORSO_FILE,), "core.avatar.torso:TorsoJob",
+          "core.avatar.torso:TorsoConfig", "core.avatar.torso:load_torso", "train-torso",
+          "train the Torso Restorer: it rebuilds the chin and neck band where the rendered jaw and the footage's "
+          "differ", "train the torso restorer"),
     Stage("tracked_csv", "the tracked blendshapes' CSV", ("tracking",), (TRACKED_CSV_FILE,),
           "core.expression.tracked:TrackedCsvJob", "core.expression.tracked:TrackedCsvConfig",
           "core.expression.tracked:load_tracked_csv", "export-tracked",

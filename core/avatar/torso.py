@@ -1,0 +1,223 @@
+"""SyncTalk++'s Torso Restorer (III-F): where the rendered face's jaw and the footage's differ, the band around the
+face's lower edge (chin, jaw line, neck) shows a gap or a double contour after the blend. A light U-Net learnt per
+subject on its own footage fills that band from what surrounds it.
+
+Self-supervised as in the paper: a 256² crop around the lower face of a training frame, turned by a small random
+angle; the face mask grown by a random margin; the band between the two removed and the network asked to rebuild it
+from the face inside and the neck and background outside. At render the band is removed at a fixed margin and
+rebuilt after the Portrait-Sync blend, so the new jaw and the footage's neck meet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.avatar.config import TrainConfig
+from core.config import from_dict, to_dict
+from core.fsutil import atomic_path
+from core.jobs import CancelToken, Progress, ProgressFn
+from core.layout import TORSO_CHECKPOINT_FILE, TORSO_FILE
+from core.media import FrameReader
+from core.options import option
+from core.pipeline import begin, require_current
+from core.project import Project, damaged, writes_project
+from core.split import trained_on
+from core.tracking.template import FACE_OVAL
+from core.tracking.track import load_tracking
+
+STAGE = "torso"
+CHIN = 152  # the face oval's lowest landmark
+
+
+@dataclass(frozen=True)
+class TorsoConfig:
+    size: int = 256               # the lower-face crop's pixels per side
+    crop_scale: float = 1.3       # the crop's side over the face's width
+    grow: float = 0.03            # the face mask: the oval grown by this fraction of the face width (the blend's)
+    margin: float = 0.12          # the band at render: the face mask grown by this much more
+    margin_range: tuple[float, float] = (0.05, 0.2)  # the band's margin while training, drawn per sample
+    max_turn: float = 10.0        # degrees: training crops turned by up to this
+    width: int = 16               # the U-Net's first level's channels (doubling at each of its 4 levels)
+    steps: int = option(600, "training steps (a step: a batch of crops)", metavar="N")
+    batch: int = 4
+    lr: float = 2e-3
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+class UNet(nn.Module):
+    """4-level U-Net: RGB with the band blanked and the band's mask in, RGB [0,1] out."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = [width, 2 * width, 4 * width, 8 * width]
+
+        def block(a: int, b: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(b, b, 3, padding=1), nn.ReLU(inplace=True))
+
+        self.down = nn.ModuleList([block(4, w[0]), block(w[0], w[1]), block(w[1], w[2]), block(w[2], w[3])])
+        self.up = nn.ModuleList([block(w[3] + w[2], w[2]), block(w[2] + w[1], w[1]), block(w[1] + w[0], w[0])])
+        self.out = nn.Conv2d(w[0], 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = []
+        for i, level in enumerate(self.down):
+            x = level(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for level, skip in zip(self.up, reversed(skips[:-1])):
+            x = level(torch.cat([F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip],
+                                dim=1))
+        return torch.sigmoid(self.out(x))
+
+
+def crop_affine(landmarks: np.ndarray, config: TorsoConfig, turn: float = 0.0) -> np.ndarray:
+    """float64 [2,3]: footage pixels -> the lower-face crop's, turned by ``turn`` degrees about its centre."""
+    oval = np.asarray(landmarks, np.float64)[FACE_OVAL]
+    face_w = oval[:, 0].max() - oval[:, 0].min()
+    centre = np.array([oval[:, 0].mean(), landmarks[CHIN][1] - 0.1 * face_w])
+    side = config.crop_scale * face_w
+    scale = config.size / side
+    m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), turn, scale)
+    m[:, 2] += config.size / 2 - centre
+    return m
+
+
+def band_mask(landmarks_crop: np.ndarray, face_w: float, config: TorsoConfig, margin: float) -> np.ndarray:
+    """bool [S,S]: the crop's band between the face mask (the oval grown by ``grow``) and the face mask grown by
+    ``margin`` more (fractions of the face width ``face_w``, in crop pixels)."""
+    s = config.size
+    inside = np.zeros((s, s), np.uint8)
+    cv2.fillPoly(inside, [np.round(landmarks_crop[FACE_OVAL] - 0.5).astype(np.int32)], 1)
+    outside = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)                       # px from the oval
+    return (outside > config.grow * face_w) & (outside <= (config.grow + margin) * face_w)
+
+
+def sample(frame: np.ndarray, landmarks: np.ndarray, config: TorsoConfig, margin: float, turn: float = 0.0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(crop float32 [S,S,3] in [0,1], band bool [S,S], affine [2,3]) of a frame [H,W,3] and its landmarks."""
+    m = crop_affine(landmarks, config, turn)
+    crop = cv2.warpAffine(frame, m, (config.size, config.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255.0
+    pts = np.asarray(landmarks, np.float64) @ m[:, :2].T + m[:, 2]
+    oval = pts[FACE_OVAL]
+    return crop, band_mask(pts, oval[:, 0].max() - oval[:, 0].min(), config, margin), m
+
+
+def network_input(crop: np.ndarray, band: np.ndarray) -> Tensor:
+    """float32 [4,S,S]: the crop with the band blanked, and the band."""
+    x = np.concatenate([crop * ~band[..., None], band[..., None].astype(np.float32)], axis=2)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def restore(net: UNet, frame: np.ndarray, landmarks: np.ndarray, config: TorsoConfig = TorsoConfig()) -> np.ndarray:
+    """uint8 [H,W,3]: ``frame`` (a blended dub frame) with the band around its face's lower edge rebuilt by the
+    restorer; pixels outside the band are the frame's, bit for bit."""
+    crop, band, m = sample(frame, landmarks, config, config.margin)
+    with torch.inference_mode():
+        pred = net(network_input(crop, band)[None])[0].numpy().transpose(1, 2, 0)       # [S,S,3]
+    h, w = frame.shape[:2]
+    inv = cv2.invertAffineTransform(m)
+    back = cv2.warpAffine(pred * 255.0, inv, (w, h), flags=cv2.INTER_LINEAR)
+    where = cv2.warpAffine(band.astype(np.float32), inv, (w, h), flags=cv2.INTER_LINEAR)[..., None]
+    out = frame.astype(np.float32) * (1 - where) + back * where
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class TorsoJob:
+    """Train the project's Torso Restorer on its footage's training frames (a pipeline stage): checkpoints as it
+    goes and resumes from the last one after a cancel or a kill; writes ``torso.pt``."""
+
+    project: Project
+    config: TorsoConfig = TorsoConfig()
+    name: str = "Train the torso restorer"
+
+    @writes_project
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> list[float]:
+        config = self.config
+        run = begin(self.project, STAGE, to_dict(config))
+        if run.up_to_date:
+            progress(Progress(1.0, "The torso restorer is up to date"))
+            return []
+        tracking = load_tracking(self.project)
+        frames = trained_on(tracking["valid"].astype(bool), TrainConfig().holdout)             # [N]
+        landmarks = tracking["landmarks"]
+        torch.manual_seed(config.seed)
+        net = UNet(config.width)
+        optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
+        rng = np.random.default_rng(config.seed)
+        step, losses = 0, []
+        key = json.dumps({"config": to_dict(config), "inputs": run.inputs}, sort_keys=True)
+        checkpoint = self.project.path(TORSO_CHECKPOINT_FILE)
+        saved = _load(checkpoint)
+        if saved is not None and saved.get("key") == key:
+            net.load_state_dict(saved["net"])
+            optimiser.load_state_dict(saved["optimiser"])
+            step, losses = int(saved["step"]), list(json.loads(saved["losses"]))
+            rng = np.random.default_rng([config.seed, step])
+            progress(Progress(step / config.steps, f"Resuming the torso restorer at step {step}"))
+
+        def save() -> None:
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"key": key, "net": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
+                            "losses": json.dumps(losses)}, tmp)
+
+        with FrameReader(run.footage.path) as reader:
+            while step < config.steps:
+                if cancel.cancelled:
+                    save()
+                    cancel.check(self.name)
+                xs, ys, bands = [], [], []
+                for i in rng.choice(frames, size=config.batch):
+                    crop, band, _ = sample(reader.read(int(i)), landmarks[i], config,
+                                           float(rng.uniform(*config.margin_range)),
+                                           float(rng.uniform(-config.max_turn, config.max_turn)))
+                    xs.append(network_input(crop, band))
+                    ys.append(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))))
+                    bands.append(torch.from_numpy(band)[None])
+                x, y, band = torch.stack(xs), torch.stack(ys), torch.stack(bands).float()
+                loss = (torch.abs(net(x) - y) * band).sum() / (3 * band.sum() + 1e-6)        # L1 over the band
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                if step % config.checkpoint_every == 0:
+                    save()
+                progress(Progress(step / config.steps, f"Torso restorer: step {step}/{config.steps}, band L1 "
+                                                       f"{np.mean(losses[-20:]):.4f}", {"step": step, "loss": losses[-1]}))
+        with atomic_path(self.project.path(TORSO_FILE)) as tmp:
+            torch.save({"config": json.dumps(to_dict(config)), "net": net.state_dict()}, tmp)
+        run.record([TORSO_FILE])
+        checkpoint.unlink(missing_ok=True)
+        return losses
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a damaged checkpoint: start again
+        return None
+
+
+def load_torso(project: Project) -> tuple[UNet, TorsoConfig]:
+    """The project's trained restorer; ProjectError when it is missing, stale or unreadable."""
+    require_current(project, STAGE)
+    path = project.path(TORSO_FILE)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        config = from_dict(TorsoConfig, json.loads(saved["config"]))
+        net = UNet(config.width)
+        net.load_state_dict(saved["net"])
+    except Exception as e:  # any unreadable content, whatever torch raises
+        raise damaged(path, "the torso restorer", f"{type(e).__name__}: {e}", "train it again") from e
+    return net.eval(), config

@@ -1,0 +1,57 @@
+"""The Torso Restorer's stage (issue "SyncTalk++'s two remaining modules"): it resumes after a kill from its last
+checkpoint, is marked stale when the footage changes, and leaves every pixel outside its band as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.avatar.torso import TorsoConfig, TorsoJob, load_torso, restore
+from core.errors import ProjectError
+from core.ingest import IngestJob
+from core.jobs import run_job
+from core.layout import TORSO_CHECKPOINT_FILE, TORSO_FILE
+from core.media import FrameReader
+from core.pipeline import status
+from core.project import Project
+from core.tracking.track import load_tracking
+
+SMALL = TorsoConfig(steps=6, batch=1, width=4, checkpoint_every=2)
+
+
+class Killed(Exception):
+    """Stands for the process dying mid-run: nothing after it runs, no checkpoint is written for it."""
+
+
+def test_the_restorer_resumes_after_a_kill_and_goes_stale_with_other_footage(tracked_project, copy_project,
+                                                                            media_dir):
+    project = Project.open(copy_project(tracked_project("katie_8s.mp4")))
+
+    def die_at_5(p) -> None:
+        if p.metrics and p.metrics["step"] == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_job(TorsoJob(project, SMALL), die_at_5)
+    assert project.path(TORSO_CHECKPOINT_FILE).is_file() and not project.path(TORSO_FILE).exists()
+    messages = []
+    losses = run_job(TorsoJob(Project.open(project.root), SMALL), lambda p: messages.append(p.message))
+    assert "Resuming the torso restorer at step 4" in messages[0] and len(losses) == 6
+    assert project.path(TORSO_FILE).is_file() and not project.path(TORSO_CHECKPOINT_FILE).exists()
+    project = Project.open(project.root)
+    assert status(project)["torso"].current
+    net, config = load_torso(project)
+
+    # Outside the band the frame is untouched; inside it the restorer's pixels.
+    tracking = load_tracking(project)
+    with FrameReader(project.checked_footage().path) as reader:
+        frame = reader.read(100)
+    out = restore(net, frame, tracking["landmarks"][100], config)
+    changed = np.any(out != frame, axis=2)
+    assert changed.any() and changed.mean() < 0.2
+
+    run_job(IngestJob(project, media_dir / "may_13s.mp4"))                   # other footage
+    torso = status(Project.open(project.root))["torso"]
+    assert not torso.current and "footage" in torso.reason
+    with pytest.raises(ProjectError):
+        load_torso(Project.open(project.root))
