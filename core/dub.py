@@ -1,9 +1,10 @@
 """Dubbing: new speech -> the avatar speaking it over the source footage -> a finished H.264 + AAC mp4.
 
-Head pose, background and upper-face expression come from the source footage (its tracked blendshapes, or the
-project's edited ones); the mouth comes from the new speech through the project's audio encoder and the avatar.
-Each face is rendered, blurred a little and blended into the full-resolution source frame through the feathered
-face mask (Portrait-Sync). When the speech outlasts the footage, the footage runs forward and back (ping-pong),
+Head pose and background come from the source footage; the upper face from its tracked blendshapes, the project's
+edited ones, or the Expression Generator for the new speech; the mouth from the new speech through the project's
+audio encoder and the avatar. Each face is rendered, blurred a little and blended into the full-resolution source
+frame through the feathered face mask (Portrait-Sync); a trained Torso Restorer then rebuilds the chin and neck
+band where the new jaw and the footage's differ. When the speech outlasts the footage, the footage runs forward and back (ping-pong),
 so the head never jumps and no frame shows twice in a row.
 
 The file is written beside its target and renamed into place only when complete: a cancel, a full disk or any
@@ -27,6 +28,7 @@ import numpy as np
 from core import __version__
 from core.audio.features import load_encoder
 from core.avatar.drive import Driver
+from core.avatar.torso import load_torso, restore
 from core.avatar.views import expression_of
 from core.compose.portrait import PortraitConfig
 from core.compose.watermark import stamp
@@ -39,6 +41,7 @@ from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, AudioStream, FrameReader, MediaInfo, VideoWriter, load_audio, probe
 from core.options import option
 from core.pipeline import require_current
+from core.pipeline import status as stage_status
 from core.project import Project
 from core.tracking.track import load_tracking
 
@@ -65,6 +68,8 @@ class DubConfig:
     expression_seed: int = option(0, "the generated upper face's random draw", metavar="N")
     keep_in_range: bool = option(True, "do not rebuild a generated upper face from the subject's own expression "
                                        "codebook (what this avatar has seen)")
+    torso: bool = option(True, "leave the chin and neck band as blended, even where the project has a trained "
+                               "Torso Restorer")
     portrait: PortraitConfig = DUB_PORTRAIT
 
     def __post_init__(self) -> None:
@@ -147,6 +152,9 @@ class DubJob:
         frames = len(driver.views)
         edited = edited_performance(project, tracking, cancel=cancel)
         source = pingpong(np.arange(n) + config.source_start, frames)                          # [n]
+        restorer = load_torso(project) if config.torso and stage_status(project)["torso"].current else None
+        if restorer is not None:
+            notes.append("the Torso Restorer rebuilds the chin and neck band")
         if config.expression == "footage":
             expr = driver.views.expr[source]                                                   # [n,E]
         elif config.expression == "generated":
@@ -183,6 +191,8 @@ class DubJob:
                 if driver.views.valid[s]:  # no face in view: the footage's frame as it is, never a render over it
                     frame = driver.frame(frame, s, driver.lip(driver.model.audio_window(features, k)), expr[k],
                                          (edited.rot[s], edited.trans[s]) if edited.posed else None)
+                    if restorer is not None:
+                        frame = restore(restorer[0], frame, driver.views.landmarks[s], restorer[1])
                 if video.size != reader.size:
                     shrink = video.size[1] < reader.size[1]
                     frame = cv2.resize(frame, video.size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)

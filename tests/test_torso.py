@@ -55,3 +55,17 @@ def test_the_restorer_resumes_after_a_kill_and_goes_stale_with_other_footage(tra
     assert not torso.current and "footage" in torso.reason
     with pytest.raises(ProjectError):
         load_torso(Project.open(project.root))
+
+
+def test_a_dub_uses_a_trained_restorer_unless_told_not_to(trained_project, copy_project, media_dir, tmp_path):
+    from core.dub import DubConfig, DubJob
+
+    project = Project.open(copy_project(trained_project("may_13s.mp4")))
+    run_job(TorsoJob(project, SMALL))
+    speech = media_dir / "speech_en_60s_16k.wav"
+    restored = run_job(DubJob(project, speech, tmp_path / "r.mp4", DubConfig(end=0.2, watermark=False)))
+    plain = run_job(DubJob(project, speech, tmp_path / "p.mp4", DubConfig(end=0.2, watermark=False, torso=False)))
+    assert "the Torso Restorer rebuilds the chin and neck band" in restored.notes
+    assert not any("Torso" in note for note in plain.notes)
+    with FrameReader(tmp_path / "r.mp4") as a, FrameReader(tmp_path / "p.mp4") as b:
+        assert not np.array_equal(a.read(2), b.read(2))
