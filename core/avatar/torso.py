@@ -35,6 +35,7 @@ from core.tracking.track import load_tracking
 
 STAGE = "torso"
 CHIN = 152  # the face oval's lowest landmark
+EDGE_PX = 12  # crop pixels over which the restored band fades in at its edges and at the crop's border
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,15 @@ def network_input(crop: np.ndarray, band: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+def blend_weight(band: np.ndarray, feather: int = EDGE_PX) -> np.ndarray:
+    """float32 [S,S]: the band's weight in the frame: feathered across its edges, and falling to 0 toward the
+    crop's border, so neither the band's edge nor the crop's shows as a seam."""
+    s = band.shape[0]
+    soft = cv2.GaussianBlur(band.astype(np.float32), (0, 0), feather / 2) * band           # inside the band only
+    ramp = np.clip(np.minimum(np.arange(s), np.arange(s)[::-1]) / feather, 0.0, 1.0)      # [S]
+    return (soft / max(soft.max(), 1e-6) * np.minimum.outer(ramp, ramp)).astype(np.float32)
+
+
 def restore(net: UNet, frame: np.ndarray, landmarks: np.ndarray, config: TorsoConfig = TorsoConfig()) -> np.ndarray:
     """uint8 [H,W,3]: ``frame`` (a blended dub frame) with the band around its face's lower edge rebuilt by the
     restorer; pixels outside the band are the frame's, bit for bit."""
@@ -127,7 +137,7 @@ def restore(net: UNet, frame: np.ndarray, landmarks: np.ndarray, config: TorsoCo
     h, w = frame.shape[:2]
     inv = cv2.invertAffineTransform(m)
     back = cv2.warpAffine(pred * 255.0, inv, (w, h), flags=cv2.INTER_LINEAR)
-    where = cv2.warpAffine(band.astype(np.float32), inv, (w, h), flags=cv2.INTER_LINEAR)[..., None]
+    where = cv2.warpAffine(blend_weight(band), inv, (w, h), flags=cv2.INTER_LINEAR)[..., None]
     out = frame.astype(np.float32) * (1 - where) + back * where
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
