@@ -47,7 +47,7 @@ class TorsoConfig:
     margin_range: tuple[float, float] = (0.05, 0.2)  # the band's margin while training, drawn per sample
     max_turn: float = 10.0        # degrees: training crops turned by up to this
     width: int = 16               # the U-Net's first level's channels (doubling at each of its 4 levels)
-    steps: int = option(600, "training steps (a step: a batch of crops)", metavar="N")
+    steps: int = option(540, "training steps (a step: a batch of crops)", metavar="N")
     batch: int = 4
     lr: float = 2e-3
     checkpoint_every: int = 100
