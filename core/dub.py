@@ -4,8 +4,8 @@ Head pose and background come from the source footage; the upper face from its t
 edited ones, or the Expression Generator for the new speech; the mouth from the new speech through the project's
 audio encoder and the avatar. Each face is rendered, blurred a little and blended into the full-resolution source
 frame through the feathered face mask (Portrait-Sync); a trained Torso Restorer then rebuilds the chin and neck
-band where the new jaw and the footage's differ. When the speech outlasts the footage, the footage runs forward and back (ping-pong),
-so the head never jumps and no frame shows twice in a row.
+band where the new jaw and the footage's differ. When the speech outlasts the footage, the footage runs forward and
+back (ping-pong), so the head never jumps and no frame shows twice in a row.
 
 The file is written beside its target and renamed into place only when complete: a cancel, a full disk or any
 error leaves no partial file. Every dub says what it is: container metadata marks it synthetic and made with
@@ -34,9 +34,8 @@ from core.compose.portrait import PortraitConfig
 from core.compose.watermark import stamp
 from core.config import to_dict
 from core.errors import AvatarStudioError, MediaError
-from core.expression.codebook import in_range, learn_subject, shipped_prior
 from core.expression.edits import edited_performance
-from core.expression.generator import GeneratorConfig, for_speech
+from core.expression.generator import GeneratorConfig, for_speech, subject_range
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, AudioStream, FrameReader, MediaInfo, VideoWriter, load_audio, probe
 from core.options import option
@@ -161,9 +160,7 @@ class DubJob:
             expr = for_speech(speech, tracking, n, fps, GeneratorConfig(seed=config.expression_seed), cancel)  # [n,E]
             notes.append(f"the brows and blinks are generated from {audio_path.name} (seed {config.expression_seed})")
             if config.keep_in_range:
-                subject = learn_subject(shipped_prior(), expression_of(tracking["blendshapes"][driver.views.valid]),
-                                        cancel=cancel)
-                expr = in_range(subject, expr)
+                expr = subject_range(expr, tracking, cancel)
         else:
             expr = expression_of(edited.blendshapes)[source]                                   # [n,E]
             notes += edited.notes

@@ -244,6 +244,15 @@ def for_speech(speech: np.ndarray, tracking: dict[str, np.ndarray], frames: int,
     return generate(model, subject, states, frames, fps, config)
 
 
+def subject_range(track: np.ndarray, tracking: dict[str, np.ndarray], cancel: CancelToken | None = None
+                  ) -> np.ndarray:
+    """float32 [T,7]: a core-blendshape track rebuilt from the expression codebook of the face of ``tracking``
+    (the shipped prior fitted to its tracked frames)."""
+    valid = tracking["valid"].astype(bool)
+    own = tracking["blendshapes"][valid][:, [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]]
+    return in_range(learn_subject(shipped_prior(), own, cancel=cancel), track)
+
+
 @dataclass
 class GenerateJob:
     """The upper face generated for the project's own speech, over all its footage's frames (the studio fills a
@@ -263,9 +272,7 @@ class GenerateJob:
         out = for_speech(speech, self.tracking, frames, fps, self.config, cancel)
         if self.keep_in_range:
             progress(Progress(0.8, "Keeping the expressions in the subject's range"))
-            valid = self.tracking["valid"].astype(bool)
-            own = self.tracking["blendshapes"][valid][:, [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]]
-            out = in_range(learn_subject(shipped_prior(), own, cancel=cancel), out)
+            out = subject_range(out, self.tracking, cancel)
         progress(Progress(1.0, f"Generated {frames} frames of brows and blinks"))
         return out
 
