@@ -22,12 +22,13 @@ from core.avatar.config import PRESETS, TrainConfig, preset
 from core.avatar.drive import Driver
 from core.avatar.evaluate import EvalJob
 from core.avatar.files import load_avatar
-from core.avatar.train import AvatarTrainer, TrainAvatarJob, initial_model, load_train_data
+from core.avatar.train import AvatarTrainer, TrainAvatarJob, frame_odds, initial_model, load_train_data
 from core.config import from_dict, to_dict
 from core.errors import AvatarStudioError
 from core.jobs import Cancelled, CancelToken, run_job
 from core.layout import AVATAR_FILE, CHECKPOINT_FILE, EVAL_FILE, VIDEO_FILE, eval_files
 from core.project import Project
+from core.tracking.landmarks import EXPRESSION_BLENDSHAPES
 
 TINY = PRESETS["tiny"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,3 +236,22 @@ def test_gpu_quality_path_runs_up_to_the_backend_call(voiced_project, copy_proje
     assert result.steps == 3
     assert calls[0] == ("cuda", 512, 512) and all(c == calls[0] for c in calls)
     assert load_avatar(project.path(AVATAR_FILE))[1].backend == "cuda"
+
+
+def test_stage_two_draws_a_clips_blinks_more_often_and_weights_the_eyes(voiced_project):
+    """The few frames where May blinks are drawn several times their share in stage 2 (stage 1 draws evenly), and
+    the loss weighs each eye's box as it weighs the lips'."""
+    project = Project.open(voiced_project("may_13s.mp4"))
+    data = load_train_data(project, TINY)
+    expr = data.views.expr[data.train_frames]                          # [N,E]
+    names = list(EXPRESSION_BLENDSHAPES)
+    blink = expr[:, [names.index("eyeBlinkLeft"), names.index("eyeBlinkRight")]].mean(axis=1) > 0.5
+    assert 0 < blink.sum() < 0.1 * len(blink)
+    odds = frame_odds(expr, TINY.rare_expression_boost)
+    assert odds.sum() == pytest.approx(1) and (odds > 0).all()
+    assert odds[blink].sum() > 2.5 * blink.mean()
+    assert frame_odds(expr, 0.0) == pytest.approx(np.full(len(expr), 1 / len(expr)))
+    boxes = data.emphasis_boxes(data.n_train - 1, TINY)
+    assert [w for _, w in boxes] == [TINY.mouth_weight, TINY.eye_weight, TINY.eye_weight]
+    (mx0, my0, mx1, my1), (lx0, ly0, lx1, ly1), (rx0, ry0, rx1, ry1) = [b for b, _ in boxes]
+    assert ly1 < my0 and ry1 < my0 and (lx0 > rx1 or rx0 > lx1)       # both eyes above the lips, side by side

@@ -21,6 +21,9 @@ class TrainConfig:
     stage2_steps: int = 3000
     dssim_weight: tuple[float, float] = (0.2, 0.4)   # per stage; L1 takes the rest
     mouth_weight: float = 5.0          # extra L1 weight of the lips' box
+    eye_weight: float = 5.0            # extra L1 weight of each eye's box
+    rare_expression_boost: float = 3.0  # frames are drawn with odds 1 + boost x how far their upper face is from
+                                       # the clip's usual one (over its mean distance): blinks are rare in a clip
     lip_weight: float = 0.05           # stage 2: the lip feature must predict the tracked mouth (MSE, z-scores)
     lr_means: float = 2e-3             # cm per step, decayed to 1% by the end (3DGS's schedule)
     lr_quats: float = 1e-3

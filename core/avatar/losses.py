@@ -29,15 +29,18 @@ def ssim_torch(a: Tensor, b: Tensor) -> Tensor:
     return s[0].mean(0)                                                 # [H,W]
 
 
-def portrait_loss(render: Tensor, target: Tensor, weight: Tensor, dssim: float, mouth: tuple[int, int, int, int],
-                  mouth_weight: float) -> tuple[Tensor, Tensor]:
+Box = tuple[int, int, int, int]
+
+
+def portrait_loss(render: Tensor, target: Tensor, weight: Tensor, dssim: float,
+                  emphasis_boxes: list[tuple[Box, float]]) -> tuple[Tensor, Tensor]:
     """(loss, masked MSE) of render [S,S,3] against target [S,S,3] through the blend weight [S,S]: L1 and
     D-SSIM of the composite, averaged over the weighted pixels (computed in the weight's box only: outside it
-    the composite is the target). The L1 of the pixels in the ``mouth`` box (x0,y0,x1,y1) counts
-    ``1 + mouth_weight`` times: the lips are a few percent of the face and all of lip sync."""
-    x0, y0, x1, y1 = mouth
-    emphasis = torch.ones_like(weight)
-    emphasis[y0:y1, x0:x1] += mouth_weight                              # [S,S]
+    the composite is the target). The L1 of the pixels in each (x0,y0,x1,y1) box counts ``1 + extra`` times:
+    the lips and the eyelids are a few percent of the face and all of lip sync and blinks."""
+    emphasis = torch.ones_like(weight)                                  # [S,S]
+    for (x0, y0, x1, y1), extra in emphasis_boxes:
+        emphasis[y0:y1, x0:x1] += extra
     ys, xs = torch.nonzero(weight > 0, as_tuple=True)
     if len(ys) == 0:
         raise AvatarStudioError("a training frame has an empty face mask")

@@ -55,7 +55,7 @@ from core.project import Project, writes_project
 from core.render.api import RenderOutput, rasterize
 from core.speech.targets import tracked_targets
 from core.split import MIN_TRAIN_FRAMES, trained_on, training_frames
-from core.tracking.regions import mouth_box
+from core.tracking.regions import eye_boxes, mouth_box
 from core.tracking.template import NOSE_TIP, canonical_mesh
 from core.tracking.track import load_tracking
 
@@ -92,10 +92,24 @@ class TrainData:
         clamped to the training frames (the held-out ones stay unseen)."""
         return model.mouth_window(self.mouth, i, self.n_train - 1)
 
-    def lips_box(self, i: int) -> tuple[int, int, int, int]:
-        """x0,y0,x1,y1: the box around frame i's lips in its crop (margin a quarter of their size)."""
+    def emphasis_boxes(self, i: int, config: TrainConfig) -> list[tuple[tuple[int, int, int, int], float]]:
+        """(x0,y0,x1,y1, extra L1 weight) in frame i's crop: its lips' box (margin a quarter of their size) and
+        each eye's box."""
         crops = self.views.crops
-        return mouth_box(crops.to_crop(self.views.landmarks[i], i), 0.25, (crops.size, crops.size))
+        size = (crops.size, crops.size)
+        points = crops.to_crop(self.views.landmarks[i], i)
+        return [(mouth_box(points, 0.25, size), config.mouth_weight),
+                *((box, config.eye_weight) for box in eye_boxes(points, 0.3, size))]
+
+
+def frame_odds(expr: np.ndarray, boost: float) -> np.ndarray:
+    """float [N]: the probabilities of drawing each of N training frames with expressions expr [N,E]: 1 + boost
+    x the frame's distance from the median expression (each coefficient over its spread) over the mean distance,
+    normalised. A clip's few blinks and brow raises are drawn more often than their share of frames."""
+    spread = expr.std(axis=0) + 1e-3                                    # [E]
+    distance = np.linalg.norm((expr - np.median(expr, axis=0)) / spread, axis=1)   # [N]
+    odds = 1 + boost * distance / max(float(distance.mean()), 1e-9)
+    return odds / odds.sum()
 
 
 def load_train_data(project: Project, config: TrainConfig, progress: ProgressFn | None = None,
@@ -179,6 +193,9 @@ class AvatarTrainer:
         self.optimizer = torch.optim.Adam(groups, eps=1e-15)
         self.strategy = DensifyStrategy(config, len(model))
         self.background = torch.zeros(3)
+        # Stage 1 draws frames evenly (the still head must be the usual one); stage 2, where the expression
+        # deforms the head, draws the rarer expressions more often.
+        self.odds = frame_odds(data.views.expr[data.train_frames], c.rare_expression_boost)   # [N]
 
     @property
     def stage(self) -> int:
@@ -205,12 +222,12 @@ class AvatarTrainer:
     def train_step(self) -> StepResult:
         c, stage = self.config, self.stage
         rng = np.random.default_rng([c.seed, self.step])
-        i = int(self.data.train_frames[rng.integers(len(self.data.train_frames))])
+        i = int(rng.choice(self.data.train_frames, p=self.odds if stage == 2 else None))
         target = torch.from_numpy(self.data.images[i]).float() / 255          # [S,S,3]
         weight = torch.from_numpy(self.data.mask(i))                          # [S,S]
         out, lip = self.render(i, stage)
-        loss, mse = portrait_loss(out.rgb, target, weight, c.dssim_weight[stage - 1], self.data.lips_box(i),
-                                  c.mouth_weight)
+        loss, mse = portrait_loss(out.rgb, target, weight, c.dssim_weight[stage - 1],
+                                  self.data.emphasis_boxes(i, c))
         if lip is not None:
             loss = loss + c.lip_weight * F.mse_loss(self.model.lip_head(lip), torch.from_numpy(self.data.mouth[i]))
         self.optimizer.zero_grad(set_to_none=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core.tracking.template import FACE_OVAL, LIPS, NOSE_TIP
+from core.tracking.template import FACE_OVAL, LEFT_EYE, LIPS, NOSE_TIP, RIGHT_EYE
 
 _SHIFT = 4  # cv2.fillPoly fixed-point bits: vertices to 1/16 pixel
 
@@ -35,6 +35,13 @@ def mouth_box(landmarks_t: np.ndarray, margin: float = 0.25,
     """x0,y0,x1,y1 around the lips of one frame's landmarks [478,2], grown by `margin` of the lips'
     width and height on every side; clipped to the frame when `size` (W, H) is given."""
     return tuple(int(v) for v in _boxes(landmarks_t[None, LIPS], margin, size)[0])
+
+
+def eye_boxes(landmarks_t: np.ndarray, margin: float = 0.3,
+              size: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+    """x0,y0,x1,y1 around each eye's contour in one frame's landmarks [478,2] (left, right), grown by `margin`
+    of the eye's width and height on every side; clipped to the frame when `size` (W, H) is given."""
+    return [tuple(int(v) for v in _boxes(landmarks_t[None, eye], margin, size)[0]) for eye in (LEFT_EYE, RIGHT_EYE)]
 
 
 def regions(landmarks: np.ndarray, size: tuple[int, int], mouth_margin: float = 0.25) -> dict[str, np.ndarray]:
