@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.avatar.torso import TorsoConfig, TorsoJob, load_torso, restore
+from core.avatar.torso import LowerFaceCache, TorsoConfig, TorsoJob, load_torso, restore, sample
 from core.errors import ProjectError
 from core.ingest import IngestJob
-from core.jobs import run_job
+from core.jobs import CancelToken, Cancelled, run_job
 from core.layout import TORSO_CHECKPOINT_FILE, TORSO_FILE
 from core.media import FrameReader
 from core.pipeline import status
@@ -69,3 +69,25 @@ def test_a_dub_uses_a_trained_restorer_unless_told_not_to(trained_project, copy_
     assert not any("Torso" in note for note in plain.notes)
     with FrameReader(tmp_path / "r.mp4") as a, FrameReader(tmp_path / "p.mp4") as b:
         assert not np.array_equal(a.read(2), b.read(2))
+
+
+def test_training_crops_come_from_frames_decoded_once_and_match_crops_of_the_frames(tracked_project):
+    """The cache holds an even spread of at most cache_frames training frames; a turned crop drawn from it is
+    the crop ``sample`` makes from the decoded frame, within interpolation, with the same band; cancelling while
+    it reads stops the read."""
+    project = Project.open(tracked_project("katie_8s.mp4"))
+    landmarks = load_tracking(project)["landmarks"]
+    config = TorsoConfig(cache_frames=12)
+    with FrameReader(project.checked_footage().path) as reader:
+        cache = LowerFaceCache(reader, np.arange(20, 140), landmarks, config)
+        assert len(cache.frames) == 12 and cache.frames[0] == 20 and cache.frames[-1] == 139
+        for i, turn in ((int(cache.frames[3]), 7.5), (int(cache.frames[-1]), -10.0)):
+            crop, band = cache.sample(i, 0.12, turn)
+            direct, direct_band, _ = sample(reader.read(i), landmarks[i], config, 0.12, turn)
+            assert np.array_equal(band, direct_band) and band.any()
+            inner = (slice(8, -8), slice(8, -8))                              # the reflected border aside
+            assert np.abs(crop[inner] - direct[inner]).mean() < 0.01
+        token = CancelToken()
+        token.cancel()
+        with pytest.raises(Cancelled):
+            LowerFaceCache(reader, np.arange(20, 140), landmarks, config, token)

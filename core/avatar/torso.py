@@ -48,6 +48,7 @@ class TorsoConfig:
     max_turn: float = 10.0        # degrees: training crops turned by up to this
     width: int = 16               # the U-Net's first level's channels (doubling at each of its 4 levels)
     steps: int = option(540, "training steps (a step: a batch of crops)", metavar="N")
+    cache_frames: int = 400       # training frames decoded once, in order, into crops (spread over the footage)
     batch: int = 4
     lr: float = 2e-3
     checkpoint_every: int = 100
@@ -108,9 +109,55 @@ def sample(frame: np.ndarray, landmarks: np.ndarray, config: TorsoConfig, margin
     m = crop_affine(landmarks, config, turn)
     crop = cv2.warpAffine(frame, m, (config.size, config.size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255.0
+    return crop, band_of(landmarks, m, config, margin), m
+
+
+CACHE_REACH = 1.25  # a cached crop's side over the training crop's: room to turn it by max_turn
+
+
+class LowerFaceCache:
+    """The lower-face surroundings of up to ``config.cache_frames`` training frames, decoded once in order and
+    kept as crops CACHE_REACH times the training crop's side at its pixel density. Training draws turned crops
+    from these instead of seeking into compressed footage for every sample."""
+
+    def __init__(self, reader: FrameReader, frames: np.ndarray, landmarks: np.ndarray, config: TorsoConfig,
+                 cancel: CancelToken | None = None, progress: ProgressFn | None = None):
+        pick = np.linspace(0, len(frames) - 1, min(len(frames), config.cache_frames)).round().astype(int)
+        self.frames = np.unique(frames[pick])                                           # [C] footage frames
+        self.config, self.landmarks = config, landmarks
+        self._cached: dict[int, tuple[np.ndarray, np.ndarray]] = {}                     # frame -> (uint8 [R,R,3], [2,3])
+        side = int(round(config.size * CACHE_REACH))
+        wanted, last = set(self.frames.tolist()), int(self.frames[-1])
+        for i, frame in enumerate(reader):
+            if cancel is not None and cancel.cancelled:
+                cancel.check("Reading the footage for the torso restorer")
+            if i in wanted:
+                m = crop_affine(landmarks[i], config)
+                m[:, 2] += (side - config.size) / 2                                     # same centre, wider
+                self._cached[i] = (cv2.warpAffine(frame, m, (side, side), flags=cv2.INTER_LINEAR,
+                                                  borderMode=cv2.BORDER_REFLECT), m)
+                if progress is not None:
+                    progress(Progress(0.0, f"Reading the footage: {len(self._cached)}/{len(self.frames)} frames"))
+            if i >= last:
+                break
+
+    def sample(self, i: int, margin: float, turn: float) -> tuple[np.ndarray, np.ndarray]:
+        """(crop float32 [S,S,3] in [0,1], band bool [S,S]) of cached frame i, as ``sample`` makes from the frame."""
+        image, cached = self._cached[i]
+        m = crop_affine(self.landmarks[i], self.config, turn)                          # footage -> crop
+        to_footage = cv2.invertAffineTransform(cached)                                   # cache -> footage
+        from_cache = m[:, :2] @ to_footage[:, :2], m[:, :2] @ to_footage[:, 2] + m[:, 2]
+        s = self.config.size
+        crop = cv2.warpAffine(image, np.column_stack(from_cache), (s, s), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255.0
+        return crop, band_of(self.landmarks[i], m, self.config, margin)
+
+
+def band_of(landmarks: np.ndarray, m: np.ndarray, config: TorsoConfig, margin: float) -> np.ndarray:
+    """bool [S,S]: the band (``band_mask``) of a frame's landmarks [478,2] in the crop made by affine m [2,3]."""
     pts = np.asarray(landmarks, np.float64) @ m[:, :2].T + m[:, 2]
     oval = pts[FACE_OVAL]
-    return crop, band_mask(pts, oval[:, 0].max() - oval[:, 0].min(), config, margin), m
+    return band_mask(pts, oval[:, 0].max() - oval[:, 0].min(), config, margin)
 
 
 def network_input(crop: np.ndarray, band: np.ndarray) -> Tensor:
@@ -182,29 +229,30 @@ class TorsoJob:
                             "losses": json.dumps(losses)}, tmp)
 
         with FrameReader(run.footage.path) as reader:
-            while step < config.steps:
-                if cancel.cancelled:
-                    save()
-                    cancel.check(self.name)
-                xs, ys, bands = [], [], []
-                for i in rng.choice(frames, size=config.batch):
-                    crop, band, _ = sample(reader.read(int(i)), landmarks[i], config,
-                                           float(rng.uniform(*config.margin_range)),
-                                           float(rng.uniform(-config.max_turn, config.max_turn)))
-                    xs.append(network_input(crop, band))
-                    ys.append(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))))
-                    bands.append(torch.from_numpy(band)[None])
-                x, y, band = torch.stack(xs), torch.stack(ys), torch.stack(bands).float()
-                loss = (torch.abs(net(x) - y) * band).sum() / (3 * band.sum() + 1e-6)        # L1 over the band
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                if step % config.checkpoint_every == 0:
-                    save()
-                progress(Progress(step / config.steps, f"Torso restorer: step {step}/{config.steps}, band L1 "
-                                                       f"{np.mean(losses[-20:]):.4f}", {"step": step, "loss": losses[-1]}))
+            cache = LowerFaceCache(reader, frames, landmarks, config, cancel,
+                                   lambda p: progress(Progress(step / config.steps, p.message)))
+        while step < config.steps:
+            if cancel.cancelled:
+                save()
+                cancel.check(self.name)
+            xs, ys, bands = [], [], []
+            for i in rng.choice(cache.frames, size=config.batch):
+                crop, band = cache.sample(int(i), float(rng.uniform(*config.margin_range)),
+                                          float(rng.uniform(-config.max_turn, config.max_turn)))
+                xs.append(network_input(crop, band))
+                ys.append(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))))
+                bands.append(torch.from_numpy(band)[None])
+            x, y, band = torch.stack(xs), torch.stack(ys), torch.stack(bands).float()
+            loss = (torch.abs(net(x) - y) * band).sum() / (3 * band.sum() + 1e-6)        # L1 over the band
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if step % config.checkpoint_every == 0:
+                save()
+            progress(Progress(step / config.steps, f"Torso restorer: step {step}/{config.steps}, band L1 "
+                                                   f"{np.mean(losses[-20:]):.4f}", {"step": step, "loss": losses[-1]}))
         with atomic_path(self.project.path(TORSO_FILE)) as tmp:
             torch.save({"config": json.dumps(to_dict(config)), "net": net.state_dict()}, tmp)
         run.record([TORSO_FILE])
