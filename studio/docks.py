@@ -16,6 +16,7 @@ from studio.panels.expression import ExpressionPanel
 from studio.panels.pose_curves import PoseCurvesPanel
 from studio.panels.project import ProjectPanel
 from studio.panels.timeline import TimelinePanel
+from studio.panels.torso import TorsoPanel
 from studio.panels.tracking import TrackingPanel
 from studio.panels.training import TrainingPanel
 from studio.panels.viewport import ViewportPanel
@@ -44,4 +45,5 @@ PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("curves", "Curves", CurvesPanel, Area.RightDockWidgetArea, tab_with="pose"),
     PanelSpec("audio", "Audio", AudioPanel, Area.RightDockWidgetArea, tab_with="pose"),
     PanelSpec("training", "Training", TrainingPanel, Area.RightDockWidgetArea, tab_with="pose"),
+    PanelSpec("torso", "Torso", TorsoPanel, Area.RightDockWidgetArea, tab_with="pose"),
 )

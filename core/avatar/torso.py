@@ -52,6 +52,7 @@ class TorsoConfig:
     batch: int = 4
     lr: float = 2e-3
     checkpoint_every: int = 100
+    preview_every: int = 100      # steps between preview images (the last frame with a face, held out)
     seed: int = 0
 
 
@@ -166,6 +167,12 @@ def network_input(crop: np.ndarray, band: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+def rebuild(net: UNet, crop: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """float32 [S,S,3] in [0,1]: the restorer's output for a crop [S,S,3] with its band [S,S] taken out."""
+    with torch.inference_mode():
+        return net(network_input(crop, band)[None])[0].numpy().transpose(1, 2, 0)
+
+
 def blend_weight(band: np.ndarray, feather: int = EDGE_PX) -> np.ndarray:
     """float32 [S,S]: the band's weight in the frame: feathered across its edges, and falling to 0 toward the
     crop's border, so neither the band's edge nor the crop's shows as a seam."""
@@ -179,8 +186,7 @@ def restore(net: UNet, frame: np.ndarray, landmarks: np.ndarray, config: TorsoCo
     """uint8 [H,W,3]: ``frame`` (a blended dub frame) with the band around its face's lower edge rebuilt by the
     restorer; pixels outside the band are the frame's, bit for bit."""
     crop, band, m = sample(frame, landmarks, config, config.margin)
-    with torch.inference_mode():
-        pred = net(network_input(crop, band)[None])[0].numpy().transpose(1, 2, 0)       # [S,S,3]
+    pred = rebuild(net, crop, band)
     h, w = frame.shape[:2]
     inv = cv2.invertAffineTransform(m)
     back = cv2.warpAffine(pred * 255.0, inv, (w, h), flags=cv2.INTER_LINEAR)
@@ -189,10 +195,21 @@ def restore(net: UNet, frame: np.ndarray, landmarks: np.ndarray, config: TorsoCo
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def preview(net: UNet, frame: np.ndarray, landmarks: np.ndarray, config: TorsoConfig = TorsoConfig()) -> np.ndarray:
+    """uint8 [S,3S,3]: one frame's lower-face crop with the band at render's margin taken out (grey), the
+    restorer's rebuild of it, and the real crop, side by side."""
+    crop, band, _ = sample(frame, landmarks, config, config.margin)
+    pred = rebuild(net, crop, band)
+    removed = np.where(band[..., None], 0.5, crop)
+    rebuilt = np.where(band[..., None], pred, crop)
+    return np.round(np.concatenate([removed, rebuilt, crop], axis=1) * 255).astype(np.uint8)
+
+
 @dataclass
 class TorsoJob:
     """Train the project's Torso Restorer on its footage's training frames (a pipeline stage): checkpoints as it
-    goes and resumes from the last one after a cancel or a kill; writes ``torso.pt``."""
+    goes and resumes from the last one after a cancel or a kill; writes ``torso.pt``. Every ``preview_every``
+    steps its progress carries a ``preview`` of the last frame with a face (held out from training)."""
 
     project: Project
     config: TorsoConfig = TorsoConfig()
@@ -228,9 +245,11 @@ class TorsoJob:
                 torch.save({"key": key, "net": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
                             "losses": json.dumps(losses)}, tmp)
 
+        shown = int(np.flatnonzero(tracking["valid"])[-1])
         with FrameReader(run.footage.path) as reader:
             cache = LowerFaceCache(reader, frames, landmarks, config, cancel,
                                    lambda p: progress(Progress(step / config.steps, p.message)))
+            held_out = reader.read(shown).copy()
         while step < config.steps:
             if cancel.cancelled:
                 save()
@@ -251,8 +270,12 @@ class TorsoJob:
             losses.append(float(loss.detach()))
             if step % config.checkpoint_every == 0:
                 save()
+            image = None
+            if step % config.preview_every == 0 or step == config.steps:
+                image = preview(net, held_out, landmarks[shown], config)
             progress(Progress(step / config.steps, f"Torso restorer: step {step}/{config.steps}, band L1 "
-                                                   f"{np.mean(losses[-20:]):.4f}", {"step": step, "loss": losses[-1]}))
+                                                   f"{np.mean(losses[-20:]):.4f}", {"step": step, "loss": losses[-1]},
+                              image))
         with atomic_path(self.project.path(TORSO_FILE)) as tmp:
             torch.save({"config": json.dumps(to_dict(config)), "net": net.state_dict()}, tmp)
         run.record([TORSO_FILE])

@@ -66,8 +66,9 @@ class Eta:
 class PreviewLabel(QLabel):
     """The latest preview image, scaled to the label with its aspect kept (never sizing the layout)."""
 
-    def __init__(self) -> None:
+    def __init__(self, empty: str = "The preview appears as training runs: the render beside the real face"):
         super().__init__()
+        self.empty = empty
         self.image: QImage | None = None
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setMinimumSize(160, 80)
@@ -84,7 +85,7 @@ class PreviewLabel(QLabel):
 
     def clear_image(self) -> None:
         self.image = None
-        self.setText("The preview appears as training runs: the render beside the real face")
+        self.setText(self.empty)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)
