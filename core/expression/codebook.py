@@ -6,7 +6,8 @@ range) is rebuilt from the motions this avatar has seen before it is rendered.
 Sequences are read as z-scores over the subject's own tracked values: another face's raw values map onto this
 subject's range. The encoder downsamples ``stride`` frames into a token, a Transformer encoder layer gives each
 token its context, each token is replaced by its nearest codebook vector (straight-through gradients, codebook and
-commitment losses), and the decoder mirrors the encoder.
+commitment losses), and the decoder mirrors the encoder: a Transformer layer, then the tokens read at every frame
+(linear between token centres, so no token's frames jump at its edges) and a short convolution to the blendshapes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.config import from_dict, to_dict
@@ -32,7 +34,7 @@ K = len(EXPRESSION_BLENDSHAPES)
 @dataclass(frozen=True)
 class CodebookConfig:
     window: int = 32            # frames per training window (1.3 s at 25 fps)
-    stride: int = 4             # frames per token
+    stride: int = 2             # frames per token
     dim: int = 32               # token width
     codes: int = 64             # codebook vectors
     heads: int = 4
@@ -46,13 +48,16 @@ class CodebookConfig:
 
 class ExpressionVQ(nn.Module):
     def __init__(self, config: CodebookConfig = CodebookConfig()):
+        """Initialised from ``config.seed``: the same config makes the same codebook."""
         super().__init__()
         self.config = c = config
-        self.down = nn.Conv1d(K, c.dim, kernel_size=c.stride, stride=c.stride)
-        self.encoder = nn.TransformerEncoderLayer(c.dim, c.heads, 2 * c.dim, dropout=0.0, batch_first=True)
-        self.codebook = nn.Embedding(c.codes, c.dim)
-        self.decoder = nn.TransformerEncoderLayer(c.dim, c.heads, 2 * c.dim, dropout=0.0, batch_first=True)
-        self.up = nn.ConvTranspose1d(c.dim, K, kernel_size=c.stride, stride=c.stride)
+        with torch.random.fork_rng():
+            torch.manual_seed(c.seed)
+            self.down = nn.Conv1d(K, c.dim, kernel_size=c.stride, stride=c.stride)
+            self.encoder = nn.TransformerEncoderLayer(c.dim, c.heads, 2 * c.dim, dropout=0.0, batch_first=True)
+            self.codebook = nn.Embedding(c.codes, c.dim)
+            self.decoder = nn.TransformerEncoderLayer(c.dim, c.heads, 2 * c.dim, dropout=0.0, batch_first=True)
+            self.up = nn.Sequential(nn.Conv1d(c.dim, c.dim, 5, padding=2), nn.GELU(), nn.Conv1d(c.dim, K, 1))
         self.register_buffer("mean", torch.zeros(K))   # the subject's tracked values: z-scores are over these
         self.register_buffer("std", torch.ones(K))
 
@@ -64,7 +69,9 @@ class ExpressionVQ(nn.Module):
         q = self.codebook(nearest).reshape(h.shape)
         loss = ((q - h.detach()) ** 2).mean() + self.config.beta * ((q.detach() - h) ** 2).mean()
         q = h + (q - h).detach()                                                       # straight through
-        return self.up(self.decoder(q).transpose(1, 2)).transpose(1, 2), loss
+        frames = F.interpolate(self.decoder(q).transpose(1, 2), scale_factor=self.config.stride, mode="linear",
+                               align_corners=False)                                    # [B,D,T]
+        return self.up(frames).transpose(1, 2), loss
 
 
 def windows(tracks: list[np.ndarray], size: int, rng: np.random.Generator, count: int) -> Tensor:
@@ -122,14 +129,24 @@ def learn_subject(prior: ExpressionVQ, track: np.ndarray, progress: ProgressFn |
 
 
 def in_range(model: ExpressionVQ, track: np.ndarray) -> np.ndarray:
-    """float32 [T,K]: a core-blendshape track [T,K] rebuilt from the subject's codebook, clipped to [0, 1]."""
-    stride = model.config.stride
+    """float32 [T,K]: a core-blendshape track [T,K] rebuilt from the subject's codebook, clipped to [0, 1]. Read
+    as training saw it: windows of ``config.window`` frames every half window, overlapped and added under a Hann
+    weight, so a stretch of the track only shapes its own neighbourhood."""
+    w = model.config.window
+    hop = w // 2
     n = len(track)
-    padded = np.pad(track, ((0, (-n) % stride), (0, 0)), mode="edge")
+    length = w if n <= w else w + -(-(n - w) // hop) * hop
     mean, std = model.mean.numpy(), model.std.numpy()
+    z = np.pad((track - mean) / std, ((0, length - n), (0, 0)), mode="edge").astype(np.float32)   # [L,K]
+    starts = range(0, length - w + 1, hop)
     with torch.inference_mode():
-        rebuilt, _ = model(torch.from_numpy(((padded - mean) / std).astype(np.float32))[None])
-    return np.clip(rebuilt[0].numpy()[:n] * std + mean, 0.0, 1.0).astype(np.float32)
+        rebuilt = model(torch.from_numpy(np.stack([z[a:a + w] for a in starts])))[0].numpy()        # [B,w,K]
+    weight = np.hanning(w + 2)[1:-1]                                                                  # [w] > 0
+    total, out = np.zeros(length), np.zeros((length, z.shape[1]))
+    for a, r in zip(starts, rebuilt):
+        out[a:a + w] += r * weight[:, None]
+        total[a:a + w] += weight
+    return np.clip((out / total[:, None])[:n] * std + mean, 0.0, 1.0).astype(np.float32)
 
 
 def save_codebook(path: Path, model: ExpressionVQ) -> None:
