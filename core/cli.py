@@ -284,7 +284,7 @@ def cmd_expression_model_train(args: argparse.Namespace) -> int:
              else Path(platformdirs.user_cache_dir("avatar-studio", appauthor=False)) / "speech-corpus")
     out.parent.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
-    card = run_with_bar(GeneratorTrainJob(Path(args.corpus), out, cache))
+    card = run_with_bar(GeneratorTrainJob(Path(args.corpus), out, cache, clips=tuple(args.clips or ())))
     v = card["validation"]
     say(f"Expression generator: {len(card['trained_on'])} clips -> {out} (sha256 {card['sha256'][:12]}...)")
     say(f"  blinks {card['blinks_per_min']:.1f}/min; brows from speech, r on held-out speakers "
@@ -414,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="FILE", help="the model file (default: the user data folder's "
                                                  "expression_generator.npz)")
     t.add_argument("--cache", metavar="DIR", help="where tracked clips are kept between runs (default: user cache)")
+    t.add_argument("--clips", nargs="+", metavar="NAME", help="only these clips of clips.csv (file names), e.g. "
+                                                               "those whose terms allow commercial use")
     t.set_defaults(func=cmd_expression_model_train)
 
     s = sub.add_parser("lipsync", help="speech -> ARKit blendshape animation (Live Link Face CSV), no footage needed")

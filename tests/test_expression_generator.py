@@ -86,3 +86,33 @@ def test_the_codebook_rebuilds_the_subjects_own_track_closely_and_pulls_another_
     frowning = np.clip(may + np.array([0.6, 0.6, 0, 0, 0, 0, 0]), 0, 1)   # brows far lower than she ever holds them
     pulled = in_range(subject, frowning)
     assert pulled[:, :2].mean() < frowning[:, :2].mean() - 0.1             # brought back toward what she does
+
+
+@pytest.mark.slow
+def test_training_on_chosen_corpus_clips_writes_a_generator_codebook_and_card_naming_them(corpus_dir, tmp_path,
+                                                                                          capsys):
+    """``expression-model train --clips`` (e.g. only clips whose terms allow a use) fits on those clips alone and
+    says so in the model card, beside the codebook prior and both sha256 files."""
+    from core.cli import main
+    from core.expression.codebook import load_codebook
+    from core.expression.generator import load_generator
+
+    clips = ["edtalk__pose_source2.mp4", "mimictalk__German_20s.mp4", "pcavs__Audio_Source_741400104.mp4",
+             "pcavs__Pose_Source_741400163.mp4", "facegood__zismeif.mp4", "videoretalking__face1.mp4",
+             "videoretalking__face4.mp4"]                                  # Apache-2.0, MIT, CC BY: six speakers
+    out = tmp_path / "model" / "expression_generator.npz"
+    assert main(["expression-model", "train", "--corpus", str(corpus_dir), "--out", str(out),
+                 "--cache", str(tmp_path / "cache"), "--clips", *clips]) == 0
+    _, card = load_generator(out, out.with_name(out.name + ".sha256").read_text().split()[0])
+    assert {c["file"].split("/")[-1] for c in card["trained_on"]} | {f.split("/")[-1] for f in card["left_out"]} \
+        == set(clips)
+    assert len(card["validation"]["held_out_speakers"]) == 3 and card["terms"]
+    book = out.with_name(card["codebook"]["file"])
+    load_codebook(book, book.with_name(book.name + ".sha256").read_text().split()[0])
+    assert set(card["terms"]) == {"Apache-2.0", "MIT", "CC BY 4.0; footage: VoxCeleb2 (YouTube)"}
+    assert main(["expression-model", "train", "--corpus", str(corpus_dir), "--out", str(out),
+                 "--cache", str(tmp_path / "cache"), "--clips", "nothing_such.mp4"]) == 1
+    # Too few blinks to learn from: said so, not a crash.
+    assert main(["expression-model", "train", "--corpus", str(corpus_dir), "--out", str(tmp_path / "few.npz"),
+                 "--cache", str(tmp_path / "cache"), "--clips", *clips[2:]]) == 1    # 6 s left to fit on
+    assert "too few blinks" in capsys.readouterr().err and not (tmp_path / "few.npz").exists()

@@ -60,7 +60,8 @@ def fit_blinks(clips: list[Clip]) -> tuple[float, float, np.ndarray]:
         for b in found:
             curves.append(np.interp(PROFILE_MS + b.peak / fps * 1000, t, rise, left=0, right=0) / b.height)
     if len(relative) < 2 or not rates:
-        raise ValueError("too few blinks in the clips to learn their rhythm")
+        raise AvatarStudioError(f"too few blinks in the clips to learn their rhythm ({len(curves)} found): the "
+                                "generator needs several clips with a few blinks each; add clips or longer ones")
     shape = 1.0 / max(float(np.var(relative)), 1e-3)
     mean_interval = 60.0 / max(float(np.median(rates)), 1.0)
     profile = np.clip(np.mean(curves, axis=0), 0, None)
@@ -156,11 +157,16 @@ class GeneratorTrainJob:
     corpus: Path
     out: Path
     cache: Path
+    clips: tuple[str, ...] = ()  # only these clips of clips.csv (file names; e.g. those whose terms allow your use)
     name: str = "Train the expression generator"
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> dict:
         frontend = Frontend(cancel=cancel)
-        clips, failed = load_corpus(self.corpus, frontend, self.cache, span(progress, 0.0, 0.8), cancel)
+        wanted = set(self.clips)
+        clips, failed = load_corpus(self.corpus, frontend, self.cache, span(progress, 0.0, 0.8), cancel,
+                                    (lambda row: Path(row.file).name in wanted) if wanted else None)
+        if wanted and not clips and not failed:
+            raise AvatarStudioError(f"{self.corpus}: none of the clips asked for is in clips.csv")
         face: dict[str, float] = {}
         for c in clips:
             face[c.row.speaker] = face.get(c.row.speaker, 0.0) + float(c.valid.sum()) / float(c.fps)
