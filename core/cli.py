@@ -199,9 +199,10 @@ def cmd_expression(args: argparse.Namespace) -> int:
 
     project = Project.open(args.project)
     if args.import_csv:
-        frames = import_take(project, Path(args.import_csv))
+        frames = import_take(project, Path(args.import_csv), args.keep_in_range)
         say(f"Imported {Path(args.import_csv).name} as the edited expressions of {project.name}: {frames} frames "
-            "(the upper face of every dub follows them)")
+            "(the upper face of every dub follows them" + (", kept in the subject's range)" if args.keep_in_range
+                                                           else ")"))
     elif args.export:
         out = Path(args.export)
         if not out.parent.is_dir():
@@ -378,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--clear", action="store_true", help="drop the edits (set aside, not deleted)")
     s.add_argument("--fps", type=int, choices=FRAME_RATES, default=None,
                    help="for --export: resample to this rate (default: the footage's)")
+    s.add_argument("--no-keep-in-range", dest="keep_in_range", action="store_false",
+                   help="for --import: take the brows and blinks as they are (by default they are rebuilt from the "
+                        "subject's expression codebook, in the range this avatar has seen)")
     s.set_defaults(func=cmd_expression)
 
     s = sub.add_parser("eval", help="score the avatar on the held-out frames: PSNR, SSIM, LMD, mouth sync; "

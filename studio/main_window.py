@@ -9,6 +9,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from core.dub import DubJob, DubResult
 from core.errors import AvatarStudioError, log_unexpected
+from core.expression.transfer import ExportTakeJob, ImportTakeJob
 from core.jobs import Job
 from core.layout import AVATAR_FILE
 from core.project import Project
@@ -34,6 +36,7 @@ from studio.state import DubForViewJob, Footage, ImportJob, StudioState
 from studio.workers import JobWorker
 
 MAX_RECENT = 10
+EXPRESSION_FILTER = "ARKit blendshapes, Live Link Face (*.csv)"
 
 
 class MainWindow(QMainWindow):
@@ -76,6 +79,7 @@ class MainWindow(QMainWindow):
         self.state.project_changed.connect(self._update_title)
         self.state.project_changed.connect(self._update_export)
         self.state.footage_changed.connect(self._update_export)
+        self.state.tracking_changed.connect(self._update_export)
         self.state.avatar_changed.connect(self._avatar_trained)
         self.playback.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
 
@@ -134,6 +138,11 @@ class MainWindow(QMainWindow):
         self.save_action = self._action("&Save Project", self.save_project, QKeySequence.StandardKey.Save, file)
         file.addSeparator()
         self.import_action = self._action("&Import Footage…", self._import_dialog, "Ctrl+I", file)
+        file.addSeparator()
+        self.import_expressions_action = self._action("Import E&xpressions (ARKit CSV)…",
+                                                      self._import_expressions_dialog, None, file)
+        self.export_expressions_action = self._action("Export Ex&pressions (ARKit CSV)…",
+                                                      self._export_expressions_dialog, None, file)
         file.addSeparator()
         self.export_action = self._action("&Export Dub…", self.export_dialog, "Ctrl+E", file)
         self.project_footage_action = self._action("Show Project &Footage", self.show_project_footage, None, file)
@@ -263,8 +272,9 @@ class MainWindow(QMainWindow):
     def _job_started(self, name: str) -> None:
         """Progress and Cancel in the status bar; playback stops and the menus that would start work wait."""
         self.playback.stop()
-        self.import_action.setEnabled(False)
-        self.export_action.setEnabled(False)
+        for action in (self.import_action, self.export_action, self.import_expressions_action,
+                       self.export_expressions_action):
+            action.setEnabled(False)
         for w in (self.job_label, self.progress_bar, self.cancel_button):
             w.show()
         self.job_label.setText(name)
@@ -401,10 +411,74 @@ class MainWindow(QMainWindow):
             self.state.open_footage(self.state.project.view.get("frame", 0))
 
     def _update_export(self) -> None:
-        """Export needs a trained avatar and no job running; Show Project Footage, a dub in the Viewer."""
+        """Export needs a trained avatar and no job running; expressions in and out, a tracked face; Show Project
+        Footage, a dub in the Viewer."""
         pr = self.state.project
         self.export_action.setEnabled(self.job is None and pr is not None and pr.path(AVATAR_FILE).is_file())
+        tracked = self.job is None and pr is not None and self.state.tracking is not None
+        self.import_expressions_action.setEnabled(tracked)
+        self.export_expressions_action.setEnabled(tracked)
         self.project_footage_action.setEnabled(self.state.preview is not None)
+
+    # --- expressions in and out ----------------------------------------------------------------------
+    def import_expressions(self, path: str | Path, keep_in_range: bool = True) -> JobWorker | None:
+        """Make the ARKit CSV take at ``path`` the performance under the edits (a job); the previous take is set
+        aside, the keys stay."""
+        project, edits = self.state.project, self.state.edits
+        if project is None or self.state.tracking is None:
+            self.show_error("Track the face first: an expression take drives the tracked face.")
+            return None
+        edits.flush()
+
+        def done(frames: int) -> None:
+            if self.state.project is project:
+                edits.load(project, self.state.tracking)
+            self.statusBar().showMessage(f"Imported {Path(path).name}: {frames} frames"
+                                         + (", kept in the subject's range" if keep_in_range else ""), 8000)
+
+        return self.run_job(ImportTakeJob(project, Path(path), keep_in_range), on_finished=done)
+
+    def confirm_import_expressions(self, path: str | Path) -> QMessageBox:
+        """Ask (window-modal, never exec'd) whether to import ``path`` and whether to keep it in the subject's
+        range (on by default: another person's take is rebuilt from this face's own motions)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Import expressions",
+                          f"Make {Path(path).name} the edited expressions of {self.state.project.name}?",
+                          QMessageBox.StandardButton.Cancel, self)
+        accept = box.addButton("Import", QMessageBox.ButtonRole.AcceptRole)
+        box.setInformativeText("Its blendshapes drive the face over the frames it spans, under your keys. A take "
+                               "imported before is set aside in the project folder.")
+        keep = QCheckBox("Keep expressions in the subject's range")
+        keep.setChecked(True)
+        keep.setToolTip("Rebuild the brows and blinks from what this face does in its footage (its expression "
+                        "codebook)")
+        box.setCheckBox(keep)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _r: box.clickedButton() is accept
+                             and self.import_expressions(path, keep.isChecked()))
+        box.open()
+        return box
+
+    def export_expressions(self, path: str | Path) -> JobWorker | None:
+        """Write the edited track (the tracked one without edits) as an ARKit CSV or JSON (a job)."""
+        self.state.edits.flush()
+        return self.run_job(ExportTakeJob(self.state.project, Path(path)), on_finished=lambda frames: (
+            self.statusBar().showMessage(f"Wrote {frames} frames of expressions to {path}", 8000)))
+
+    def _import_expressions_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import expressions", self._last_dir("expressions"),
+                                              EXPRESSION_FILTER)
+        if path:
+            self.settings.setValue("dirs/expressions", str(Path(path).parent))
+            self.confirm_import_expressions(path)
+
+    def _export_expressions_dialog(self) -> None:
+        start = Path(self._last_dir("expressions")) / f"{self.state.project.name}_expressions.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export expressions", str(start),
+                                              f"{EXPRESSION_FILTER};;JSON for scripts (*.json)")
+        if path:
+            self.settings.setValue("dirs/expressions", str(Path(path).parent))
+            self.export_expressions(path)
 
     def _import_failed(self, _error: Exception) -> None:
         if self.state.project is not None and self.state.project.footage is not None:

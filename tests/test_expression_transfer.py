@@ -14,21 +14,32 @@ from core.expression.arkit_csv import ARKIT_NAMES, EYE_NAMES, HEAD_NAMES
 from core.expression.edits import load_take
 from core.layout import EDITS_FILE
 from core.project import Project
-from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
 from core.tracking.track import load_tracking
+
+CORE = [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]
 
 
 def test_export_then_import_gives_the_same_track(tracked_project, copy_project, tmp_path, capsys):
+    """As it is with --no-keep-in-range; through the subject's codebook (the default) the seven core blendshapes
+    of the subject's own take come back close, the rest exactly."""
     root = copy_project(tracked_project("katie_8s.mp4"))
     out = tmp_path / "take.csv"
     assert main(["expression", "--project", str(root), "--export", str(out)]) == 0
-    assert main(["expression", "--project", str(root), "--import", str(out)]) == 0
+    assert main(["expression", "--project", str(root), "--import", str(out), "--no-keep-in-range"]) == 0
     assert "200 frames" in capsys.readouterr().out
     project = Project.open(root)
-    tracked = load_tracking(project)["blendshapes"]
+    tracked = np.clip(load_tracking(project)["blendshapes"], 0, 1)
     edited = load_take(project, len(tracked))["blendshapes"]
     arkit = [i for i, n in enumerate(BLENDSHAPE_NAMES) if n != "_neutral"]
-    assert np.abs(edited[:, arkit] - np.clip(tracked[:, arkit], 0, 1)).max() < 1e-4
+    assert np.abs(edited[:, arkit] - tracked[:, arkit]).max() < 1e-4
+
+    assert main(["expression", "--project", str(root), "--import", str(out)]) == 0
+    assert "kept in the subject's range" in capsys.readouterr().out
+    edited = load_take(project, len(tracked))["blendshapes"]
+    rest = [i for i in arkit if i not in CORE]
+    assert np.abs(edited[:, rest] - tracked[:, rest]).max() < 1e-4
+    assert np.abs(edited[:, CORE] - tracked[:, CORE]).mean() < 0.04
 
 
 def test_a_hand_made_60fps_take_is_resampled_to_the_footage(tracked_project, copy_project, tmp_path, capsys):
@@ -43,7 +54,7 @@ def test_a_hand_made_60fps_take_is_resampled_to_the_footage(tracked_project, cop
         lines.append(",".join(row))
     take = tmp_path / "phone.csv"
     take.write_text("\n".join(lines) + "\n")
-    assert main(["expression", "--project", str(root), "--import", str(take)]) == 0
+    assert main(["expression", "--project", str(root), "--import", str(take), "--no-keep-in-range"]) == 0
     assert "51 frames" in capsys.readouterr().out       # 0 .. 2 s of 25 fps footage
     project = Project.open(root)
     tracked = load_tracking(project)["blendshapes"]
@@ -52,6 +63,14 @@ def test_a_hand_made_60fps_take_is_resampled_to_the_footage(tracked_project, cop
     assert np.allclose(edited[:51, jaw], np.arange(51) / 25 / 2, atol=2e-3)
     assert np.allclose(edited[:51, brow], 0.7, atol=1e-4)
     assert np.array_equal(edited[51:], tracked[51:].clip(0, 1))   # past the take: the track as it was
+
+    # Kept in the subject's range (the default): inner brows held up for 2 s with the rest of the face still,
+    # which Katie never does, come down toward what she does, smoothly (no step at the codebook's tokens).
+    assert main(["expression", "--project", str(root), "--import", str(take)]) == 0
+    kept = load_take(project, len(tracked))["blendshapes"]
+    assert kept[:51, brow].mean() < 0.7 - 0.15
+    assert np.abs(np.diff(kept[5:45, brow])).max() < 0.02
+    assert np.allclose(kept[:51, jaw], np.arange(51) / 25 / 2, atol=2e-3)  # not a core shape: as imported
 
 
 @pytest.mark.parametrize("content, problem", [

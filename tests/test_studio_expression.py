@@ -345,3 +345,47 @@ def test_generate_from_speech_fills_a_range_of_the_core_controls_in_one_undo_ste
     assert window.grab().save(str(artifacts_dir / "studio_expression_generated.png"))
     edits.undo.undo()
     assert edits.edits.empty
+
+
+def test_expressions_export_and_come_back_through_the_file_menu_kept_in_the_subjects_range(
+        window, qtbot, tracked_project, copy_project, tmp_path, artifacts_dir):
+    """File ▸ Export Expressions writes the track; an edited copy (inner brows held at 1 over 2 s) comes back by
+    File ▸ Import Expressions, asked with "Keep expressions in the subject's range" on: the performance under the
+    keys changes over the take's frames, the brows rebuilt into the range Katie's own take gives, the mouth as
+    imported; a second import sets the first take aside."""
+    from core.expression.arkit_csv import ARKIT_NAMES, read_csv, write_csv
+    from core.layout import EDITS_FILE
+    from core.tracking.landmarks import BLENDSHAPE_NAMES
+
+    root = copy_project(tracked_project("katie_8s.mp4"))
+    open_project(window, qtbot, root)
+    assert window.import_expressions_action.isEnabled() and window.export_expressions_action.isEnabled()
+    out = tmp_path / "katie.csv"
+    window.export_expressions(out)
+    qtbot.waitUntil(lambda: window.job is None and out.is_file(), timeout=20_000)
+    take = read_csv(out)
+    brow, jaw = ARKIT_NAMES.index("BrowInnerUp"), ARKIT_NAMES.index("JawOpen")
+    values = take.blendshapes.copy()
+    values[:50, brow] = 1.0
+    values[:50, jaw] = 0.6
+    edited = tmp_path / "brows_up.csv"
+    write_csv(edited, values, 25)
+
+    edits = window.state.edits
+    box = window.confirm_import_expressions(edited)
+    assert box.checkBox().isChecked()
+    qtbot.wait(100)
+    assert box.grab().save(str(artifacts_dir / "studio_import_expressions.png"))
+    next(b for b in box.buttons() if b.text() == "Import").click()
+    qtbot.waitUntil(lambda: window.job is None and (root / EDITS_FILE).is_file(), timeout=60_000)
+    qtbot.waitUntil(lambda: edits.performance is not None
+                    and edits.performance[:50, BLENDSHAPE_NAMES.index("jawOpen")].min() > 0.59, timeout=10_000)
+    tracked = load_tracking(Project.open(root))["blendshapes"]
+    b = BLENDSHAPE_NAMES.index("browInnerUp")
+    kept = edits.performance[:50, b]
+    assert kept.mean() < 0.9 and kept.max() <= tracked[:, b].max() + 0.05     # pulled into Katie's range
+    assert np.abs(edits.performance[70:, b] - tracked[70:, b].clip(0, 1)).mean() < 0.05  # the rest: her own
+
+    window.import_expressions(edited, keep_in_range=False)
+    qtbot.waitUntil(lambda: window.job is None and edits.performance[:50, b].min() > 0.99, timeout=60_000)
+    assert (root / (EDITS_FILE + ".replaced")).is_file()

@@ -4,6 +4,7 @@ out as a CSV at the footage's rate or at 30/60 fps, or as JSON for scripts."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,13 +14,16 @@ from core.errors import MediaError
 from core.expression.arkit_csv import (ARKIT_NAMES, HEAD_NAMES, from_mediapipe, head_angles, read_csv, to_mediapipe,
                                        write_csv)
 from core.expression.edits import edited_performance, performance, save_take
+from core.expression.generator import subject_range
 from core.fsutil import atomic_write_json, set_aside
 from core.layout import EDITS_FILE, KEYS_FILE
 from core.project import Project
-from core.tracking.landmarks import BLENDSHAPE_NAMES
+from core.jobs import CancelToken, Progress, ProgressFn
+from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
 from core.tracking.track import load_tracking
 
 NEUTRAL = BLENDSHAPE_NAMES.index("_neutral")
+CORE = [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]
 
 
 def resample(values: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -28,11 +32,14 @@ def resample(values: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarra
     return np.stack([np.interp(at, times, values[:, k]) for k in range(values.shape[1])], axis=1).astype(np.float32)
 
 
-def import_take(project: Project, csv: Path) -> int:
+def import_take(project: Project, csv: Path, keep_in_range: bool = True, cancel: CancelToken | None = None) -> int:
     """Make the Live Link Face take ``csv`` the project's edited track over the frames it spans (the rest keep the
-    track as it was); returns how many frames it drives. MediaError naming the problem for a malformed file."""
+    track as it was); returns how many frames it drives. With ``keep_in_range`` its seven core blendshapes (the
+    ones the avatar renders) are rebuilt from the subject's expression codebook: another person's brows and blinks
+    in this face's range. MediaError naming the problem for a malformed file."""
     take = read_csv(csv)
-    track = performance(project, load_tracking(project))                                # [T,52]
+    tracking = load_tracking(project)
+    track = performance(project, tracking)                                              # [T,52]
     fps = Fraction(project.checked_footage().info["fps"])
     t = np.arange(len(track)) / float(fps)                                              # [T] s
     spanned = t <= take.times[-1] + 0.5 / float(fps)
@@ -40,9 +47,41 @@ def import_take(project: Project, csv: Path) -> int:
         raise MediaError(csv, "holds no frame")
     driven = to_mediapipe(resample(take.blendshapes, take.times, t[spanned]))           # [N,52]
     driven[:, NEUTRAL] = track[spanned, NEUTRAL]                                        # not an ARKit shape
+    if keep_in_range:
+        driven[:, CORE] = subject_range(driven[:, CORE], tracking, cancel)
     track[spanned] = driven
+    if project.path(EDITS_FILE).exists():
+        with project.writing("keep the previous take"):
+            set_aside(project.path(EDITS_FILE), ".replaced")
     save_take(project, track)
     return int(spanned.sum())
+
+
+@dataclass
+class ImportTakeJob:
+    """``import_take`` as a job (the studio's File ▸ Import Expressions)."""
+
+    project: Project
+    csv: Path
+    keep_in_range: bool = True
+    name: str = "Import expressions"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> int:
+        progress(Progress(0.0, f"Reading {self.csv.name}"))
+        return import_take(self.project, self.csv, self.keep_in_range, cancel)
+
+
+@dataclass
+class ExportTakeJob:
+    """``export_take`` as a job (File ▸ Export Expressions)."""
+
+    project: Project
+    out: Path
+    fps: int | None = None
+    name: str = "Export expressions"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> int:
+        return export_take(self.project, self.out, self.fps)
 
 
 def export_take(project: Project, out: Path, fps: int | None = None) -> int:
