@@ -57,7 +57,8 @@ class TorsoConfig:
 
 
 class UNet(nn.Module):
-    """4-level U-Net: RGB with the band blanked and the band's mask in, RGB [0,1] out."""
+    """4-level U-Net: RGB with the band blanked and the band's mask in, RGB [0,1] out. Kept channels-last, which
+    oneDNN's CPU convolutions run faster."""
 
     def __init__(self, width: int = 16):
         super().__init__()
@@ -70,8 +71,10 @@ class UNet(nn.Module):
         self.down = nn.ModuleList([block(4, w[0]), block(w[0], w[1]), block(w[1], w[2]), block(w[2], w[3])])
         self.up = nn.ModuleList([block(w[3] + w[2], w[2]), block(w[2] + w[1], w[1]), block(w[1] + w[0], w[0])])
         self.out = nn.Conv2d(w[0], 3, 1)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)                 # [B,4,S,S]
         skips = []
         for i, level in enumerate(self.down):
             x = level(x if i == 0 else F.max_pool2d(x, 2))
