@@ -102,8 +102,7 @@ class TorsoPanel(QWidget):
             return None
         worker = self.state.jobs.run(TorsoJob(pr, config or self.config()), on_progress=self.on_progress,
                                      on_image=self.on_image, on_finished=lambda _r: self.ended("Trained."),
-                                     on_cancelled=lambda: self.ended("Cancelled: training again resumes from the "
-                                                                     "last checkpoint."),
+                                     on_cancelled=self.cancelled,
                                      on_errored=lambda _e: self.ended("Training failed."))
         if worker is None:
             return None
@@ -137,6 +136,10 @@ class TorsoPanel(QWidget):
         self.running = False
         self.message.setText(message)
         self.refresh()
+
+    def cancelled(self) -> None:
+        kept = self.state.project is not None and self.state.project.path(TORSO_CHECKPOINT_FILE).is_file()
+        self.ended("Cancelled: training again resumes from the last checkpoint." if kept else "Cancelled.")
 
     def clear(self) -> None:
         self.running, self.worker, self.shown_frame = False, None, None
