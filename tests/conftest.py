@@ -168,9 +168,12 @@ def expressive_project(voiced_project, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("expressive") / "may_13s"
     shutil.copytree(voiced_project("may_13s.mp4"), root)
+    # Frames drawn evenly: in a stage 2 this short, drawing May's blinks more often (the default) leaves the brows'
+    # response weaker than this test of the edit path needs (the cpu-draft preset's brows still follow: the
+    # expression benchmark re-tracks them).
     config = TrainConfig(preset="expressive-test", crop_size=128, max_gaussians=4500,
                          avatar=AvatarConfig(init=InitConfig(n_gaussians=3000)), stage1_steps=500, stage2_steps=500,
-                         densify_every=50, checkpoint_every=1000, preview_every=1000)
+                         densify_every=50, checkpoint_every=1000, preview_every=1000, rare_expression_boost=0.0)
     run_job(TrainAvatarJob(Project.open(root), config))
     return root
 
