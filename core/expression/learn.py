@@ -162,11 +162,7 @@ class GeneratorTrainJob:
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> dict:
         frontend = Frontend(cancel=cancel)
-        wanted = set(self.clips)
-        clips, failed = load_corpus(self.corpus, frontend, self.cache, span(progress, 0.0, 0.8), cancel,
-                                    (lambda row: Path(row.file).name in wanted) if wanted else None)
-        if wanted and not clips and not failed:
-            raise AvatarStudioError(f"{self.corpus}: none of the clips asked for is in clips.csv")
+        clips, failed = load_corpus(self.corpus, frontend, self.cache, span(progress, 0.0, 0.8), cancel, self.clips)
         face: dict[str, float] = {}
         for c in clips:
             face[c.row.speaker] = face.get(c.row.speaker, 0.0) + float(c.valid.sum()) / float(c.fps)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -117,10 +116,12 @@ def _cached(path: Path, key: str) -> dict[str, np.ndarray] | None:
 
 
 def load_corpus(corpus: Path, frontend: Frontend, cache: Path, progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None, only: Callable[[ClipRow], bool] | None = None,
-                ) -> tuple[list[Clip], dict[str, str]]:
-    """Every clip of the corpus that tracks (``only`` picks some), and {file: why} for those that do not."""
-    rows = [r for r in read_clips_csv(corpus) if only is None or only(r)]
+                cancel: CancelToken | None = None, files: tuple[str, ...] = ()) -> tuple[list[Clip], dict[str, str]]:
+    """Every clip of the corpus that tracks (only those named in ``files``, by file name, when given), and
+    {file: why} for those that do not. AvatarStudioError when ``files`` names none of clips.csv's clips."""
+    rows = [r for r in read_clips_csv(corpus) if not files or Path(r.file).name in files]
+    if files and not rows:
+        raise AvatarStudioError(f"{corpus}: none of the clips asked for is in clips.csv")
     report = progress or (lambda p: None)
     clips, failed = [], {}
     for i, row in enumerate(rows):

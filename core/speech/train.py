@@ -202,11 +202,7 @@ class SpeechModelTrainJob:
     def run(self, progress: ProgressFn, cancel: CancelToken) -> TrainResult:
         cfg = self.config
         frontend = Frontend(cfg.model.frontend, cancel=cancel)
-        wanted = set(self.clips)
-        clips, failed = load_corpus(self.corpus, frontend, self.cache, span(progress, 0.0, 0.3), cancel,
-                                    (lambda row: Path(row.file).name in wanted) if wanted else None)
-        if wanted and not clips and not failed:
-            raise AvatarStudioError(f"{self.corpus}: none of the clips asked for is in clips.csv")
+        clips, failed = load_corpus(self.corpus, frontend, self.cache, span(progress, 0.0, 0.3), cancel, self.clips)
         dropped = dict(failed)
         usable = []
         for c in clips:
