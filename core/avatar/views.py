@@ -15,7 +15,7 @@ import numpy as np
 
 from core.avatar.gaussians import frame_camera
 from core.render.camera import Camera
-from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
+from core.tracking.landmarks import EXPRESSION_BLENDSHAPES, EXPRESSION_COLUMNS
 from core.tracking.template import FACE_OVAL
 
 
@@ -75,7 +75,7 @@ def face_crops(landmarks: np.ndarray, size: int, margin: float = 1.5) -> FaceCro
 
 def expression_of(blendshapes: np.ndarray) -> np.ndarray:
     """float32 [...,E]: the EXPRESSION_BLENDSHAPES coefficients of blendshapes [...,52] in the tracking's order."""
-    return np.asarray(blendshapes[..., [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]], np.float32)
+    return np.asarray(blendshapes[..., EXPRESSION_COLUMNS], np.float32)
 
 
 def expression(tracking: dict[str, np.ndarray]) -> np.ndarray:

@@ -26,7 +26,7 @@ from core.errors import AvatarStudioError
 from core.fsutil import atomic_path
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.project import file_sha256
-from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
+from core.tracking.landmarks import EXPRESSION_BLENDSHAPES, EXPRESSION_COLUMNS
 
 K = len(EXPRESSION_BLENDSHAPES)
 
@@ -187,7 +187,7 @@ def prior_tracks(tracks: list[tuple[np.ndarray, np.ndarray, float]]) -> list[np.
     25 fps, z-scored over themselves (every face its own range)."""
     out = []
     for blendshapes, valid, fps in tracks:
-        track = blendshapes[:, [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]][valid].astype(np.float64)
+        track = blendshapes[:, EXPRESSION_COLUMNS][valid].astype(np.float64)
         t = np.arange(len(track)) / fps
         at = np.arange(int(len(track) / fps * 25)) / 25
         if len(at) >= 2:

@@ -28,7 +28,7 @@ from core.media import AUDIO_RATE, load_audio
 from core.options import option
 from core.project import Project, file_sha256
 from core.speech.frontend import Frontend
-from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
+from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES, EXPRESSION_COLUMNS
 
 BROWS = tuple(n for n in EXPRESSION_BLENDSHAPES if n.startswith("brow"))       # 5
 BLINKS = ("eyeBlinkLeft", "eyeBlinkRight")
@@ -249,7 +249,7 @@ def subject_range(track: np.ndarray, tracking: dict[str, np.ndarray], cancel: Ca
     """float32 [T,7]: a core-blendshape track rebuilt from the expression codebook of the face of ``tracking``
     (the shipped prior fitted to its tracked frames)."""
     valid = tracking["valid"].astype(bool)
-    own = tracking["blendshapes"][valid][:, [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]]
+    own = tracking["blendshapes"][valid][:, EXPRESSION_COLUMNS]
     return in_range(learn_subject(shipped_prior(), own, cancel=cancel), track)
 
 

@@ -17,13 +17,12 @@ from core.expression.edits import edited_performance, performance, save_take
 from core.expression.generator import subject_range
 from core.fsutil import atomic_write_json, set_aside
 from core.layout import EDITS_FILE, KEYS_FILE
-from core.project import Project
 from core.jobs import CancelToken, Progress, ProgressFn
-from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_BLENDSHAPES
+from core.project import Project
+from core.tracking.landmarks import BLENDSHAPE_NAMES, EXPRESSION_COLUMNS
 from core.tracking.track import load_tracking
 
 NEUTRAL = BLENDSHAPE_NAMES.index("_neutral")
-CORE = [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]
 
 
 def resample(values: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -48,7 +47,7 @@ def import_take(project: Project, csv: Path, keep_in_range: bool = True, cancel:
     driven = to_mediapipe(resample(take.blendshapes, take.times, t[spanned]))           # [N,52]
     driven[:, NEUTRAL] = track[spanned, NEUTRAL]                                        # not an ARKit shape
     if keep_in_range:
-        driven[:, CORE] = subject_range(driven[:, CORE], tracking, cancel)
+        driven[:, EXPRESSION_COLUMNS] = subject_range(driven[:, EXPRESSION_COLUMNS], tracking, cancel)
     track[spanned] = driven
     if project.path(EDITS_FILE).exists():
         with project.writing("keep the previous take"):

@@ -35,6 +35,7 @@ EXPRESSION_BLENDSHAPES: tuple[str, ...] = (
     "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
     "eyeBlinkLeft", "eyeBlinkRight",
 )
+EXPRESSION_COLUMNS: list[int] = [BLENDSHAPE_NAMES.index(n) for n in EXPRESSION_BLENDSHAPES]  # in BLENDSHAPE_NAMES
 NUM_LANDMARKS = 478  # 468 mesh vertices + 10 iris points
 
 # A face in a new frame is the followed one when its box overlaps the previous box at least this much
