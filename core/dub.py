@@ -28,7 +28,7 @@ import numpy as np
 from core import __version__
 from core.audio.features import load_encoder
 from core.avatar.drive import Driver
-from core.avatar.torso import load_torso, restore
+from core.avatar.torso import current_torso, restore
 from core.avatar.views import expression_of
 from core.compose.portrait import PortraitConfig
 from core.compose.watermark import stamp
@@ -40,7 +40,6 @@ from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, AudioStream, FrameReader, MediaInfo, VideoWriter, load_audio, probe
 from core.options import option
 from core.pipeline import require_current
-from core.pipeline import status as stage_status
 from core.project import Project
 from core.tracking.track import load_tracking
 
@@ -151,7 +150,7 @@ class DubJob:
         frames = len(driver.views)
         edited = edited_performance(project, tracking, cancel=cancel)
         source = pingpong(np.arange(n) + config.source_start, frames)                          # [n]
-        restorer = load_torso(project) if config.torso and stage_status(project)["torso"].current else None
+        restorer = current_torso(project) if config.torso else None
         if restorer is not None:
             notes.append("the Torso Restorer rebuilds the chin and neck band")
         if config.expression == "footage":

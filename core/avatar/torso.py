@@ -27,7 +27,7 @@ from core.jobs import CancelToken, Progress, ProgressFn
 from core.layout import TORSO_CHECKPOINT_FILE, TORSO_FILE
 from core.media import FrameReader
 from core.options import option
-from core.pipeline import begin, require_current
+from core.pipeline import begin, require_current, status
 from core.project import Project, damaged, writes_project
 from core.split import trained_on
 from core.tracking.template import FACE_OVAL
@@ -296,6 +296,16 @@ def _load(path: Path) -> dict | None:
 def load_torso(project: Project) -> tuple[UNet, TorsoConfig]:
     """The project's trained restorer; ProjectError when it is missing, stale or unreadable."""
     require_current(project, STAGE)
+    return _read(project)
+
+
+def current_torso(project: Project) -> tuple[UNet, TorsoConfig] | None:
+    """The project's trained restorer when it is current, None when it is missing or stale (a dub goes without);
+    ProjectError when it is current but unreadable."""
+    return _read(project) if status(project)[STAGE].current else None
+
+
+def _read(project: Project) -> tuple[UNet, TorsoConfig]:
     path = project.path(TORSO_FILE)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
