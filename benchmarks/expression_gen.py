@@ -129,9 +129,9 @@ def main() -> None:
     speech = load_audio(MEDIA / "speech_en_60s_16k.wav", 16000)
     n = int(len(speech) / 16000 * RATE)
     states = frontend.states(speech)
+    corpus_tracks = prior_tracks([(c.blendshapes, c.valid.astype(bool), float(c.fps)) for c in train])
     prior = ExpressionVQ(CodebookConfig())
-    fit(prior, prior_tracks([(c.blendshapes, c.valid.astype(bool), float(c.fps)) for c in train]),
-        prior.config.prior_steps)
+    fit(prior, corpus_tracks, prior.config.prior_steps)
     may_book = learn_subject(prior, may[:, CORE])
     generated = generate(model, Subject.of(may, RATE), states, n, Fraction(25), GeneratorConfig())
     tracks = {
@@ -149,8 +149,7 @@ def main() -> None:
     seeded = []
     for seed in (1, 2, 3):
         other = ExpressionVQ(replace(CodebookConfig(), seed=seed))
-        fit(other, prior_tracks([(c.blendshapes, c.valid.astype(bool), float(c.fps)) for c in train]),
-            other.config.prior_steps)
+        fit(other, corpus_tracks, other.config.prior_steps)
         seeded.append(frechet(windows(in_range(learn_subject(other, may[:, CORE]), generated)), reference))
     print(f"Generator with codebook, the codebook trained from seeds 1, 2, 3: Fréchet "
           f"{', '.join(f'{f:.4f}' for f in seeded)}")

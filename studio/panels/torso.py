@@ -83,8 +83,7 @@ class TorsoPanel(QWidget):
         self.stage_status = StageStatusLabel(state, "torso")
         layout.addWidget(self.stage_status)
         layout.addWidget(self.preview, 1)
-        self.worker: JobWorker | None = None   # the training run this panel shows
-        self.running = False
+        self.running = False                   # a training run is under way (not cancelled)
         self.shown_frame: int | None = None    # the footage frame of the preview on show; None: none or training's
         state.project_changed.connect(self.clear)
         state.tracking_changed.connect(self.refresh)
@@ -106,7 +105,7 @@ class TorsoPanel(QWidget):
                                      on_errored=lambda _e: self.ended("Training failed."))
         if worker is None:
             return None
-        self.worker, self.running, self.shown_frame = worker, True, None
+        self.running, self.shown_frame = True, None
         self.message.setText("Starting…")
         self.refresh()
         return worker
@@ -142,7 +141,7 @@ class TorsoPanel(QWidget):
         self.ended("Cancelled: training again resumes from the last checkpoint." if kept else "Cancelled.")
 
     def clear(self) -> None:
-        self.running, self.worker, self.shown_frame = False, None, None
+        self.running, self.shown_frame = False, None
         self.preview.clear_image()
         self.message.clear()
         self.progress.setValue(0)
