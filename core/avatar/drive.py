@@ -12,11 +12,13 @@ import numpy as np
 import torch
 
 from core.audio.mouth import standardised_mouths
+from core.avatar.bake import BakeConfig, BakedDeformation, bake
 from core.avatar.config import TrainConfig
 from core.avatar.files import load_avatar
 from core.avatar.model import AvatarModel, Canonical
 from core.avatar.views import FootageViews
 from core.compose.portrait import PortraitConfig, composite
+from core.jobs import CancelToken
 from core.layout import AVATAR_FILE
 from core.pipeline import require_current
 from core.project import Project
@@ -35,6 +37,7 @@ class Driver:
     views: FootageViews         # the source footage: crops, cameras, landmarks, tracked expression
     template: np.ndarray        # float32 [468,3] the subject's fitted head, head space: moves the blend with a pose
     portrait: PortraitConfig = PortraitConfig()
+    baked: BakedDeformation | None = None   # when set, frames are driven through it (``bake``), not the network
 
     @classmethod
     def load(cls, project: Project, tracking: dict[str, np.ndarray] | None = None) -> "Driver":
@@ -84,9 +87,25 @@ class Driver:
 
     def gaussians(self, lip: torch.Tensor, expr: np.ndarray) -> dict[str, torch.Tensor]:
         """``rasterize``'s Gaussians [N,...] driven by the lip feature [A] (``lip`` or ``tracked_lip``) and the
-        expression [E]."""
+        expression [E]: through the baked bases once ``bake`` has run, else the exact network."""
+        expr_t = torch.from_numpy(np.ascontiguousarray(expr, np.float32))
         with torch.inference_mode():
-            return self.model.gaussians(lip, torch.from_numpy(np.ascontiguousarray(expr, np.float32)), self.canonical)
+            if self.baked is not None:
+                return self.baked.gaussians(lip, expr_t)
+            return self.model.gaussians(lip, expr_t, self.canonical)
+
+    def bake(self, features: np.ndarray | None = None, config: BakeConfig = BakeConfig(),
+             cancel: CancelToken | None = None) -> BakedDeformation:
+        """Bake the deformation for real time (core.avatar.bake) on the footage's frames with a face, their lips
+        driven by their tracked mouths and, given the footage's audio features [T,D], by their audio; from then on
+        this driver's frames go through it."""
+        frames = np.flatnonzero(self.views.valid)
+        lips = [self.tracked_lip(i) for i in frames]
+        if features is not None:
+            lips += [self.lip(self.model.audio_window(features, i)) for i in frames]
+        self.baked = bake(self.model, self.canonical, torch.stack(lips).numpy(), self.views.expr[frames], config,
+                          cancel)
+        return self.baked
 
     def render(self, source: int, lip: torch.Tensor, expr: np.ndarray, pose: Pose | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
