@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import time
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -54,6 +55,26 @@ def run_with_bar(job: Job[Any]) -> Any:
                 bar.update(task, completed=p.fraction, description=p.message or job.name)
 
             return job.run(report, cancel)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_with_lines(job: Job[Any], every_s: float = 2.0) -> Any:
+    """Run a job in this thread printing its progress as a plain line every ``every_s`` seconds: for live mode,
+    whose render threads a redrawn progress bar slows (frames per second halved here). Ctrl-C or SIGTERM cancel."""
+    cancel = CancelToken()
+    previous = {s: signal.signal(s, lambda *_: cancel.cancel()) for s in (signal.SIGINT, signal.SIGTERM)}
+    last = [0.0]
+
+    def report(p: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s and p.message:
+            last[0] = now
+            err.print(p.message, markup=False, highlight=False)
+
+    try:
+        return job.run(report, cancel)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -307,6 +328,31 @@ def cmd_lipsync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    from core.live.input import input_devices
+    from core.live.session import LiveConfig, LiveJob
+
+    if args.list_inputs:
+        devices = input_devices()
+        for d in devices:
+            say(f"  {d.index}: {d.name} ({d.channels} channels, {d.rate:g} Hz)")
+        if not devices:
+            say("no audio inputs found")
+        return 0
+    if args.project is None:
+        err.print("error: live needs --project DIR", markup=False)
+        return 2
+    run = run_with_lines(LiveJob(Project.open(args.project), args.input, from_args(LiveConfig, args),
+                               Path(args.record) if args.record else None, Path(args.csv) if args.csv else None,
+                               args.seconds, args.virtual_camera))
+    s = run.stats
+    say(f"Live: {s.frames} frames shown, {s.dropped} dropped, latency {s.latency_ms:.0f} ms (median), "
+        f"{s.fps:.1f} frames/s" + (f"; {s.message}" if s.message else ""))
+    for path in run.files:
+        say(f"  wrote {path}")
+    return 0
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     """Run a registered stage that has no command of its own, with its config's options."""
     stage = STAGES[args.stage]
@@ -323,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     from core.avatar.config import DEFAULT_PRESET, PRESETS, describe
     from core.dub import DubConfig
     from core.ingest import IngestConfig
+    from core.live.session import LiveConfig
     from core.speech.lipsync import FRAME_RATES
 
     p = argparse.ArgumentParser(prog="avatar-studio-cli", description="Avatar Studio batch commands.")
@@ -428,6 +475,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=int, choices=FRAME_RATES, default=30, help="frames per second (default: 30)")
     s.add_argument("--model", metavar="FILE", help="a speech model from 'speech-model train' (default: the shipped one)")
     s.set_defaults(func=cmd_lipsync)
+
+    s = sub.add_parser("live", help="the avatar speaks what a microphone hears (or a sound file played in real time), "
+                                    "shown as it goes; records takes")
+    s.add_argument("--project", metavar="DIR", help="project folder (with a trained avatar)")
+    s.add_argument("--input", metavar="DEVICE|FILE", help="an input device (its number or part of its name; default: "
+                                                          "the system's) or a sound file to play as if heard live")
+    s.add_argument("--record", metavar="OUT.mp4", help="record the session: H.264 + the input's sound as AAC")
+    s.add_argument("--csv", metavar="OUT.csv", help="with --record: the blendshapes that drove it (Live Link Face CSV)")
+    s.add_argument("--seconds", type=float, metavar="S", help="stop after this long (default: at the file's end or "
+                                                                "Ctrl-C)")
+    s.add_argument("--virtual-camera", action="store_true", help="send the frames to a virtual webcam as well")
+    s.add_argument("--list-inputs", action="store_true", help="list the audio inputs and stop")
+    add_options(s, LiveConfig)
+    s.set_defaults(func=cmd_live)
 
     for stage in STAGES.values():
         if stage.command not in sub.choices:  # a stage with no command of its own: one from its registry entry

@@ -127,6 +127,16 @@ class AvatarModel(nn.Module):
         return features[np.clip(np.arange(first, first + self.audio_frames), 0, len(features) - 1)]
 
     @property
+    def audio_lookahead(self) -> int:
+        """Frames past frame i whose audio features change its lip feature (``lip(audio_window(features, i))``):
+        what live input waits for. The readout's last non-zero tap decides (a speech model's calibration reads the
+        centre tap only)."""
+        c = self.config
+        taps = self.readout.view(2 * c.readout_context + 1, -1).abs().sum(1) > 0        # [2c+1]
+        last = int(torch.nonzero(taps).max()) if bool(taps.any()) else c.readout_context
+        return c.audio_window + c.readout_smooth - 2 + last - self.audio_frames // 2
+
+    @property
     def mouth_centre(self) -> int:
         """Where frame i's own estimate lies in ``mouth(audio_window(features, i))``."""
         c = self.config

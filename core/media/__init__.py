@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from core.media.audio import AUDIO_RATE, AudioStream, advance, load_audio, write_wav
+from core.media.audio import AUDIO_RATE, AudioBuffer, AudioStream, advance, load_audio, write_wav
 from core.media.probe import AudioStreamInfo, MediaInfo, probe
 from core.media.reader import FrameReader
 from core.media.writer import VideoWriter
 
 __all__ = [
     "AUDIO_RATE",
+    "AudioBuffer",
     "AudioStream",
     "AudioStreamInfo",
     "FrameReader",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import wave
 from pathlib import Path
 
@@ -35,6 +37,43 @@ def load_audio(path: str | Path, sample_rate: int = AUDIO_RATE, stream: int = 0,
     out = np.zeros(count, dtype=np.float32)
     out[:min(count, len(mono))] = mono[:count]
     return np.clip(out, -1.0, 1.0, out=out)
+
+
+class AudioBuffer:
+    """A sound track that grows while it is written (a live take's microphone): ``append`` samples, read
+    ``buffer[a:b]`` (zeros past what has arrived); ``finish(length)`` ends it at ``length`` samples."""
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._length = 0
+        self._end: int | None = None      # set by finish
+        self._lock = threading.Lock()
+
+    @property
+    def growing(self) -> bool:
+        return self._end is None
+
+    def append(self, samples: np.ndarray) -> None:
+        if self._end is None and len(samples):
+            with self._lock:
+                self._chunks.append(np.asarray(samples, np.float32))
+                self._length += len(samples)
+
+    def finish(self, length: int) -> None:
+        self._end = max(int(length), 0)
+
+    def __len__(self) -> int:
+        return self._length if self._end is None else self._end
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        a, b = part.start or 0, min(part.stop if part.stop is not None else len(self), len(self))
+        with self._lock:
+            if len(self._chunks) > 1:
+                self._chunks = [np.concatenate(self._chunks)]
+            have = self._chunks[0][a:b] if self._chunks else np.zeros(0, np.float32)
+        out = np.zeros(max(b - a, 0), np.float32)
+        out[:len(have)] = have
+        return np.clip(out, -1.0, 1.0, out=out)
 
 
 class AudioStream:

@@ -13,7 +13,7 @@ from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 
 from core.errors import MediaError
 from core.fsutil import commit, temp_beside
-from core.media.audio import AUDIO_RATE, AudioStream
+from core.media.audio import AUDIO_RATE, AudioBuffer, AudioStream
 
 _BT709 = 1  # AVCOL_SPC_BT709 / AVCOL_PRI_BT709 / AVCOL_TRC_BT709
 _LIMITED_RANGE = 1  # AVCOL_RANGE_MPEG
@@ -33,7 +33,7 @@ class VideoWriter:
         path: str | Path,
         fps: Fraction | float,
         size: tuple[int, int],
-        audio: np.ndarray | AudioStream | None = None,
+        audio: np.ndarray | AudioStream | AudioBuffer | None = None,
         audio_rate: int = AUDIO_RATE,
         crf: int = 18,
         preset: str = "medium",
@@ -49,11 +49,11 @@ class VideoWriter:
             raise ValueError(
                 f"frame size must be even and positive for H.264 (yuv420p), got {width}x{height}: "
                 "crop or pad by a pixel")
-        if audio is not None and not isinstance(audio, AudioStream):  # a stream is decoded as it is encoded
+        if audio is not None and not isinstance(audio, (AudioStream, AudioBuffer)):  # read as it is encoded
             audio = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
             if audio.ndim != 1:
                 raise ValueError(f"audio must be mono [S], got shape {audio.shape}")
-        self._audio = audio  # float32 [S], or a stream read front to back, or None
+        self._audio = audio  # float32 [S], a stream read front to back, a buffer still growing, or None
         self._audio_rate = int(audio_rate)
         self._audio_sent = 0  # samples of `audio` encoded so far
         self._frames = 0
@@ -73,7 +73,7 @@ class VideoWriter:
             ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
             ctx.color_range = _LIMITED_RANGE
             self._aac = None
-            if audio is not None and len(audio):
+            if audio is not None and (len(audio) or isinstance(audio, AudioBuffer)):
                 self._aac = self._container.add_stream("aac", rate=self._audio_rate, layout="mono")
                 self._aac.codec_context.open()  # now, so frame_size is known before the first frame
 
@@ -143,7 +143,8 @@ class VideoWriter:
             return
         size = self._aac.codec_context.frame_size  # 1024 for AAC-LC
         until = min(until, len(self._audio))
-        while self._audio_sent < until and (until - self._audio_sent >= size or until == len(self._audio)):
+        ends = until == len(self._audio) and not getattr(self._audio, "growing", False)  # a short frame only last
+        while self._audio_sent < until and (until - self._audio_sent >= size or ends):
             chunk = self._audio[self._audio_sent : self._audio_sent + size]
             frame = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
             frame.sample_rate = self._audio_rate

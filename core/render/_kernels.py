@@ -20,7 +20,7 @@ N_FEAT = 4  # r, g, b, depth
 N_GRAD = 6 + N_FEAT  # d mean2d (2), d conic (3), d opacity (1), d features (4)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bin_tiles(order, rects, tiles_x, n_tiles):
     """Per-tile lists of Gaussian ids, each sorted front to back.
 
@@ -46,7 +46,7 @@ def bin_tiles(order, rects, tiles_x, n_tiles):
     return offsets, ids
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gather(xy, conic, opac, feat, ids, start, end, x0, y0):
     """One tile's list as contiguous rows [n, 15] float64.
 
@@ -101,7 +101,7 @@ def _row_span(mx, ca, cb, cc, s_max, dy, x0, lo, hi):
     return max(lo, int(np.ceil(left - 1e-3))), min(hi, int(np.floor(right + 1e-3)) + 1)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=True, nogil=True)
 def composite_forward(xy, conic, opac, feat, bg, offsets, ids, width, height, img, t_final, n_used):
     """Front-to-back compositing of every pixel over its tile's list.
 
@@ -166,7 +166,7 @@ def composite_forward(xy, conic, opac, feat, bg, offsets, ids, width, height, im
                 n_used[py, px] = last[p]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def composite_backward(
     xy, conic, opac, feat, bg, offsets, ids, width, height, t_final, n_used, v_img, v_alpha, v_entry
 ):
@@ -250,7 +250,7 @@ def composite_backward(
         v_entry[start + n_last : offsets[t + 1]] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sum_entries(ids, v_entry, n):
     """Per-Gaussian sums [n, 10] of the per-entry gradients v_entry [M, 10]."""
     out = np.zeros((n, N_GRAD))  # [N, 10]

@@ -1,0 +1,148 @@
+"""Where live frames go besides the screen: a recorded take (H.264 + AAC mp4 and the ARKit CSV of what drove it)
+and a virtual camera other applications can select as a webcam."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections import deque
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from core import __version__
+from core.dub import check_output
+from core.expression.arkit_csv import from_mediapipe, write_csv
+from core.media import AUDIO_RATE, AudioBuffer, VideoWriter
+
+RECORD_PRESET = "veryfast"    # x264's speed: a live take is encoded while the avatar renders
+RECORD_CRF = 20
+HISTORY_S = 3.0               # sound kept before a take starts: its first frame's sound arrived a delay earlier
+
+
+class TakeRecorder:
+    """A take from its first shown frame to its last: the frames (a dropped one repeats the frame before, so the
+    picture stays with its sound), the input's sound from the first frame's time on, and each frame's blendshapes.
+    The mp4 is encoded on a thread of its own as frames come and appears at ``close``; an error on the way keeps
+    what was recorded up to it."""
+
+    def __init__(self, mp4: Path, csv: Path | None, fps: Fraction, size: tuple[int, int], project: str, source: str,
+                 history: list[tuple[np.ndarray, int]]):
+        check_output(mp4, [])
+        if csv is not None and (csv.suffix.lower() != ".csv" or not csv.parent.is_dir()):
+            raise ValueError(f"{csv} is not a .csv file in an existing folder")
+        self.mp4, self.csv, self.fps = mp4, csv, fps
+        self._sound = AudioBuffer()
+        self._pending: deque[tuple[np.ndarray, int]] = deque(history)   # sound before the first frame is known
+        self._first: int | None = None        # the take's first frame number
+        self._frames = 0
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+        self._rows: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        metadata = {
+            "comment": f"Synthetic video: the face and lips were generated live by Avatar Studio {__version__} from "
+                       f"{source}",
+            "synthetic": "true",
+            "generator": f"Avatar Studio {__version__}",
+            "avatar_studio": json.dumps({"project": project, "live_input": source}, sort_keys=True),
+        }
+        self._writer = VideoWriter(mp4, fps, size, self._sound, AUDIO_RATE, RECORD_CRF, RECORD_PRESET, metadata)
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._encode, name="live-take", daemon=True)
+        self._thread.start()
+
+    @property
+    def first(self) -> int | None:
+        return self._first
+
+    @property
+    def seconds(self) -> float:
+        return self._frames / float(self.fps)
+
+    def add_audio(self, chunk: np.ndarray, start: int) -> None:
+        """The input's samples ``start ..`` (stream sample numbers), from the input's thread."""
+        with self._lock:
+            if self._first is None:
+                self._pending.append((chunk, start))
+            else:
+                self._sound.append(chunk)
+
+    def add_frame(self, k: int, image: np.ndarray, blendshapes: np.ndarray) -> None:
+        """Frame ``k`` as shown; frames skipped since the last one (dropped) repeat it."""
+        with self._lock:
+            if self._first is None:
+                self._first = k
+                begin = round(k / self.fps * AUDIO_RATE)
+                for chunk, start in self._pending:       # the take's sound starts at its first frame's time
+                    if start + len(chunk) > begin:
+                        self._sound.append(chunk[max(begin - start, 0):])
+                self._pending.clear()
+        while self._last is not None and self._first + self._frames < k:
+            self._put(*self._last)
+        self._put(image, blendshapes)
+
+    def repeat_last(self) -> None:
+        if self._last is not None:
+            self._put(*self._last)
+
+    def _put(self, image: np.ndarray, blendshapes: np.ndarray) -> None:
+        self._last = (image, blendshapes)
+        self._rows.append(blendshapes)
+        self._frames += 1
+        self._queue.put(image)
+
+    def _encode(self) -> None:
+        while (image := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._writer.write(image)
+                except BaseException as e:   # a full disk: stop encoding, report at close
+                    self._error = e
+
+    def close(self) -> list[Path]:
+        """Finish the files (the mp4's sound cut at its last frame); the paths written. The error that stopped
+        the encoding, if any, is raised after the rest is kept."""
+        self._queue.put(None)
+        self._thread.join()
+        self._sound.finish(round(self._frames / self.fps * AUDIO_RATE))
+        written: list[Path] = []
+        if self._error is None and self._frames:
+            written.append(self._writer.close())
+        else:
+            self._writer.abort()
+        if self.csv is not None and self._rows:
+            write_csv(self.csv, from_mediapipe(np.stack(self._rows)), self.fps)
+            written.append(self.csv)
+        if self._error is not None:
+            raise self._error
+        return written
+
+
+class VirtualCamera:
+    """Frames out as a webcam (pyvirtualcam: v4l2loopback on Linux, OBS's camera on Windows and macOS)."""
+
+    def __init__(self, camera):
+        self._camera = camera
+        self.device = camera.device
+
+    @classmethod
+    def open(cls, size: tuple[int, int], fps: float) -> tuple[VirtualCamera | None, str]:
+        """The camera, or None and why there is none."""
+        try:
+            import pyvirtualcam
+        except ImportError:
+            return None, "no virtual camera: pyvirtualcam is not installed"
+        try:
+            return cls(pyvirtualcam.Camera(size[0], size[1], fps, fmt=pyvirtualcam.PixelFormat.RGB)), ""
+        except RuntimeError as e:
+            return None, (f"no virtual camera ({e}); on Linux load v4l2loopback (sudo modprobe v4l2loopback), on "
+                          "Windows or macOS install OBS Studio and start its virtual camera once")
+
+    def send(self, frame: np.ndarray) -> None:
+        self._camera.send(frame)
+
+    def close(self) -> None:
+        self._camera.close()

@@ -1,0 +1,601 @@
+"""Live mode: the avatar speaks what a microphone hears, frame by frame, on worker threads with bounded queues.
+
+    input (PortAudio's thread or a paced file) -> analysis thread: streaming speech model -> lip feature
+    -> render threads (each one numba and torch thread: the baked Gaussians, the tile rasterizer, the blend into the
+    backdrop) -> presenter thread: frames in order at a steady delay after their sound -> display, recording,
+    virtual camera
+
+Frame k shows the mouth of the sound at k/fps. It can be made once the sound up to k/fps plus the model's look-ahead
+has arrived; it is shown at a fixed delay after its sound arrived (the look-ahead plus ``margin_s``), so frames come
+evenly although the speech model works in 100 ms blocks. A frame that is not rendered by then is shown late; a
+render queue that is full drops its oldest frame (counted), so a busy machine never piles up latency. The drive is
+the offline dub's (the same streamed features, the same edited upper face and head pose over the footage in
+ping-pong), with the baked deformation (core.avatar.bake) in place of the network.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import queue
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from core.audio.features import AveEncoder, SpeechEncoder, load_encoder, load_features
+from core.audio.stream import StreamingFeatures
+from core.avatar.drive import Driver
+from core.avatar.views import expression_of
+from core.compose.watermark import stamp
+from core.dub import pingpong
+from core.errors import AvatarStudioError
+from core.expression.edits import edited_performance
+from core.jobs import CancelToken, Progress, ProgressFn, span
+from core.live.input import AudioSource, open_input
+from core.live.outputs import HISTORY_S, TakeRecorder, VirtualCamera
+from core.media import AUDIO_RATE, FrameReader
+from core.memory import realtime_allocations
+from core.options import option
+from core.project import Project
+from core.speech.frontend import Frontend
+from core.speech.lipsync import speech_model
+from core.speech.stream import StreamingSpeech
+from core.speech.targets import SHAPE_INDEX, SPEECH_SHAPES
+from core.threads import single_threaded
+from core.tracking.track import load_tracking
+
+BACKDROPS = ("footage", "still", "colour")   # behind the face: the footage in ping-pong, its first frame, a colour
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    backdrop: str = option("footage", "behind the face: the footage in ping-pong, its first frame, or a plain colour",
+                           choices=BACKDROPS)
+    colour: tuple[int, int, int] = (40, 40, 46)   # the plain backdrop, RGB
+    height: int = option(512, "the frames' height in pixels; the width keeps the footage's aspect", metavar="PX")
+    render_threads: int = option(2, "frames rendered side by side, each on a thread of its own", metavar="N")
+    lookahead: int | None = option(None, "frames of sound past a frame that its mouth waits for (default: all the "
+                                         "avatar reads, as the offline dub)", metavar="FRAMES")
+    margin_s: float = option(0.1, "time allowed to render a frame once its sound is in", metavar="S")
+    watermark: bool = option(True, "no visible AI-generated mark on the frames")
+
+    def __post_init__(self) -> None:
+        if self.backdrop not in BACKDROPS:
+            raise ValueError(f"the backdrop {self.backdrop!r} is not one of {', '.join(BACKDROPS)}")
+        if self.height < 64 or self.height % 2:
+            raise ValueError(f"the height must be even and at least 64 px, got {self.height}")
+        if self.render_threads < 1:
+            raise ValueError("live mode needs at least one render thread")
+        if self.lookahead is not None and self.lookahead < 0:
+            raise ValueError(f"the look-ahead cannot be negative, got {self.lookahead}")
+
+
+@dataclass
+class LiveAvatar:
+    """Everything a live session drives, loaded and baked once (``prepare``)."""
+
+    project: Project
+    driver: Driver
+    fps: Fraction
+    footage: str                      # the footage's file
+    blendshapes: np.ndarray           # float32 [T,52] the edited performance (the upper face, the CSV's other columns)
+    expr: np.ndarray                  # float32 [T,E] its expression
+    pose: tuple[np.ndarray, np.ndarray] | None   # edited head poses rot [T,3,3], trans [T,3]; None: the tracked ones
+    encoder: SpeechEncoder | AveEncoder
+    absolute: Callable[[np.ndarray], np.ndarray] | None   # the speech model's z-scores [n,K] -> blendshape values
+
+    def stream(self) -> StreamingSpeech | StreamingFeatures:
+        if isinstance(self.encoder, AveEncoder):
+            return StreamingFeatures(self.encoder, self.fps)
+        model = speech_model(self.encoder.model_path)
+        return StreamingSpeech(model.net, Frontend(model.net.config.frontend), self.fps)
+
+
+def prepare(project: Project, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> LiveAvatar:
+    """Load the project's avatar for live mode and bake its deformation (a few seconds); AvatarStudioError when its
+    audio encoder cannot stream (the per-clip log-mel, Whisper)."""
+    report = progress or (lambda p: None)
+    cancel = cancel or CancelToken()
+    report(Progress(0.0, "Loading the avatar"))
+    encoder = load_encoder(project)
+    if not isinstance(encoder, (SpeechEncoder, AveEncoder)):
+        raise AvatarStudioError(f"live mode needs an audio encoder that streams (speech, ave or synctalk); this "
+                                f"project's is {encoder.id}: make its audio features again with the speech encoder "
+                                "(the default)")
+    tracking = load_tracking(project)
+    driver = Driver.load(project, tracking)
+    edited = edited_performance(project, tracking, cancel=cancel)
+    report(Progress(0.2, "Baking the avatar for real time"))
+    driver.bake(load_features(project).features, cancel=cancel)
+    driver.canonical  # computed here, not on the first live frame
+    absolute = None
+    if isinstance(encoder, SpeechEncoder):
+        net = speech_model(encoder.model_path).net
+        columns = [net.config.outputs.index(n) for n in SPEECH_SHAPES]
+        absolute = lambda z: np.clip(net.absolute(z)[:, columns], 0.0, 1.0)  # noqa: E731
+    report(Progress(1.0, f"{len(driver.model):,} Gaussians baked"))
+    return LiveAvatar(project, driver, Fraction(project.checked_footage().info["fps"]),
+                      project.checked_footage().path, edited.blendshapes, expression_of(edited.blendshapes),
+                      (edited.rot, edited.trans) if edited.posed else None, encoder, absolute)
+
+
+@dataclass
+class LiveStats:
+    """What the panel and the CLI show, over the last few seconds (latency, fps) or the whole session."""
+
+    seconds: float = 0.0              # since the session started
+    frames: int = 0                   # shown
+    dropped: int = 0                  # never shown: the render queue was full
+    late: int = 0                     # shown after their due time
+    fps: float = 0.0                  # frames shown per second, recent
+    latency_ms: float = 0.0           # median, recent: a frame's sound arriving -> the frame shown
+    latency_p95_ms: float = 0.0
+    cpu: float = 0.0                  # share of the machine's cores this process used, recent
+    level_db: float = -120.0          # the input's loudness, dBFS, last 100 ms
+    recording: float | None = None    # seconds recorded, None when not recording
+    message: str = ""                 # why it stopped, when it stopped on its own
+
+
+@dataclass
+class _Job:
+    k: int                            # frame number
+    source: int                       # footage frame behind it
+    lip: torch.Tensor                 # [A]
+    backdrop: np.ndarray              # uint8 [H,W,3] the footage frame (or still, or colour)
+    blendshapes: np.ndarray           # float32 [52] what drove it, for the take's CSV
+    heard: float                      # perf_counter time its sound arrived
+
+
+@dataclass
+class LiveFrame:
+    k: int
+    image: np.ndarray                 # uint8 [h,w,3]
+    blendshapes: np.ndarray           # float32 [52] what drove it
+    heard: float                      # perf_counter time its sound (up to k/fps) arrived
+    shown: float = 0.0                # perf_counter time it was shown
+
+    @property
+    def latency(self) -> float:
+        """Seconds from its sound arriving to its showing."""
+        return self.shown - self.heard
+
+
+class LiveSession:
+    """One live run: ``start`` it, read ``stats`` and receive frames through ``on_frame`` (any thread: the
+    presenter's), ``record``/``stop_recording`` takes, ``stop`` within half a second. The input stopping on its
+    own (unplugged) or a file ending stops the session, ``message`` saying why, any recording kept."""
+
+    def __init__(self, avatar: LiveAvatar, source: AudioSource, config: LiveConfig = LiveConfig(),
+                 on_frame: Callable[[LiveFrame], None] | None = None,
+                 on_stopped: Callable[[str], None] | None = None, virtual_camera: bool = False):
+        self.avatar, self.source, self.config = avatar, source, config
+        self.on_frame, self.on_stopped = on_frame, on_stopped
+        driver = avatar.driver
+        self.fps = avatar.fps
+        self.n_footage = len(driver.views)
+        self.lookahead = driver.model.audio_lookahead if config.lookahead is None else \
+            min(config.lookahead, driver.model.audio_lookahead)
+        self._speech = avatar.stream()
+        latency = getattr(self._speech, "latency_s", None) or self._speech.lookahead_s
+        self.delay = latency + self.lookahead / float(self.fps) + config.margin_s   # sound in -> frame shown
+        with FrameReader(avatar.footage) as reader:
+            self.frame_size = reader.size                                          # (W,H) of the footage
+            self._still_source = int(np.flatnonzero(driver.views.valid)[0]) if driver.views.valid.any() else 0
+            self._still = reader.read(self._still_source) if config.backdrop != "footage" else None
+        w, h = self.frame_size
+        self.size = (max(2, round(w * config.height / h / 2) * 2), config.height)    # output (W,H)
+        self._stopping = threading.Event()
+        self._ended = threading.Event()             # the input has no more sound (a file's end)
+        self._audio: deque[tuple[np.ndarray, float]] = deque()
+        self._audio_ready = threading.Condition()
+        self._received = 0                          # samples in
+        self._arrivals: list[tuple[int, float]] = []   # (samples in after a chunk, its arrival time)
+        self._jobs: deque[_Job] = deque()
+        self._jobs_ready = threading.Condition()
+        self._done: dict[int, LiveFrame | None] = {}   # rendered frames (None: dropped) by k
+        self._done_ready = threading.Condition()
+        self._next_show = 0
+        self._recent: deque[tuple[float, float]] = deque()   # (shown, latency) of the last seconds
+        self._cpu: deque[tuple[float, float]] = deque()      # (wall, process cpu) samples
+        self._level = -120.0
+        self._stats = LiveStats()
+        self._begun = 0.0
+        self._threads: list[threading.Thread] = []
+        self._recorder: TakeRecorder | None = None
+        self._record_lock = threading.Lock()
+        self._vcam, self.virtual_camera_note = VirtualCamera.open(self.size, float(self.fps)) if virtual_camera \
+            else (None, "")
+        self._history: deque[tuple[np.ndarray, int]] = deque()   # the last HISTORY_S of sound, for a take's start
+        self._footage_frames = _FootageLoop(avatar.footage, self.n_footage) if config.backdrop == "footage" else None
+        self.message = ""
+        self._realtime = realtime_allocations()
+
+    # -- control ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._realtime.__enter__()
+        self._begun = time.perf_counter()
+        self._cpu.append((self._begun, time.process_time()))
+        names = [("live-analysis", self._analyse)] + \
+            [(f"live-render-{i}", self._render) for i in range(self.config.render_threads)] + \
+            [("live-presenter", self._present)]
+        for name, target in names:
+            thread = threading.Thread(target=self._guarded(target), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.source.start(self._on_audio, self._failed, self._ended.set)
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait for the session's threads to end (after ``stop``): before the process exits, so that none is
+        inside a native library when it does."""
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(end - time.monotonic(), 0.0))
+
+    def stop(self, message: str = "") -> None:
+        """Stop everything (within half a second); a take being recorded is finished and kept."""
+        if self._stopping.is_set():
+            return
+        self.message = self.message or message
+        self._stopping.set()
+        self.source.stop()
+        for cond in (self._audio_ready, self._jobs_ready, self._done_ready):
+            with cond:
+                cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=0.3)
+        if self._footage_frames is not None:
+            self._footage_frames.close()
+        self.stop_recording()
+        if self._vcam is not None:
+            self._vcam.close()
+        if self._begun:
+            self._realtime.__exit__(None, None, None)
+        if self.on_stopped is not None:
+            self.on_stopped(self.message)
+
+    @property
+    def running(self) -> bool:
+        return self._begun > 0 and not self._stopping.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the session stops (a file's end, a failure, ``stop``); True when it has."""
+        return self._stopping.wait(timeout)
+
+    def record(self, mp4: Path, csv: Path | None = None) -> None:
+        """Start recording a take: the frames as shown (H.264) with the input's sound (AAC), and the blendshapes
+        that drove them (``csv``). MediaError when the files cannot be written."""
+        with self._record_lock:
+            if self._recorder is not None:
+                raise AvatarStudioError("a take is already being recorded")
+            with self._audio_ready:
+                history = list(self._history)
+            self._recorder = TakeRecorder(Path(mp4), None if csv is None else Path(csv), self.fps, self.size,
+                                          self.avatar.project.name, self.source.name, history)
+
+    @property
+    def take_first_frame(self) -> int | None:
+        """The frame the take being recorded starts on (its sound starts at that frame's time)."""
+        recorder = self._recorder
+        return None if recorder is None else recorder.first
+
+    def stop_recording(self) -> list[Path]:
+        """Finish the take (the files appear now); the paths written."""
+        with self._record_lock:
+            recorder, self._recorder = self._recorder, None
+        return [] if recorder is None else recorder.close()
+
+    @property
+    def stats(self) -> LiveStats:
+        now = time.perf_counter()
+        s = self._stats
+        s.seconds = now - self._begun if self._begun else 0.0
+        recent = [lat for shown, lat in self._recent if shown > now - 5.0]
+        if recent:
+            s.latency_ms = 1e3 * statistics.median(recent)
+            s.latency_p95_ms = 1e3 * float(np.percentile(recent, 95))
+        window = [shown for shown, _ in self._recent if shown > now - 2.0]
+        s.fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 and window[-1] > window[0] else 0.0
+        if len(self._cpu) > 1:
+            (w0, c0), (w1, c1) = self._cpu[0], self._cpu[-1]
+            s.cpu = (c1 - c0) / max(w1 - w0, 1e-9) / (os.cpu_count() or 1)
+        s.level_db = self._level
+        recorder = self._recorder
+        s.recording = None if recorder is None else recorder.seconds
+        s.message = self.message
+        return s
+
+    # -- threads ------------------------------------------------------------------------------------------------
+
+    def _guarded(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            single_threaded()
+            try:
+                target()
+            except Exception as e:  # a thread that fails stops the session with its reason
+                self.stop(f"live mode stopped: {e}")
+        return run
+
+    def _on_audio(self, chunk: np.ndarray, arrived: float) -> None:
+        """The input's thread: keep the chunk for the analysis thread, the take and the level meter."""
+        if self._stopping.is_set():
+            return
+        with self._audio_ready:
+            self._audio.append((chunk, arrived))
+            self._history.append((chunk, self._received))
+            self._received += len(chunk)
+            self._arrivals.append((self._received, arrived))
+            while self._history and self._history[0][1] < self._received - HISTORY_S * AUDIO_RATE:
+                self._history.popleft()
+            self._audio_ready.notify()
+        if len(chunk):
+            self._level = 0.7 * self._level + 0.3 * 20 * np.log10(max(float(np.sqrt(np.mean(chunk ** 2))), 1e-6))
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.add_audio(chunk, self._received - len(chunk))
+
+    def _failed(self, message: str) -> None:
+        threading.Thread(target=self.stop, args=(message,), daemon=True).start()
+
+    def arrival(self, sample: int) -> float:
+        """When the input's sample ``sample`` arrived (its chunk's arrival)."""
+        with self._audio_ready:
+            i = bisect.bisect_right(self._arrivals, (sample, float("inf")))
+            found = self._arrivals[min(i, len(self._arrivals) - 1)][1]
+            del self._arrivals[:max(i - 1, 0)]                  # earlier frames are all asked for
+        return found
+
+    def _analyse(self) -> None:
+        """Sound -> streamed features -> each frame's lip feature, once the sound it reads is in."""
+        model = self.avatar.driver.model
+        keep = model.audio_frames + self.lookahead + 1
+        rows: deque[np.ndarray] = deque(maxlen=keep)       # the latest features [D], of frames known-len .. known-1
+        z_rows: deque[np.ndarray] = deque(maxlen=keep)     # and the speech model's z-scores [K]
+        scale = None if isinstance(self.avatar.encoder, AveEncoder) else \
+            speech_model(self.avatar.encoder.model_path).net.gain.numpy()
+        known = k = 0
+        while not self._stopping.is_set():
+            with self._audio_ready:
+                while not self._audio and not self._ended.is_set() and not self._stopping.is_set():
+                    self._audio_ready.wait(0.05)
+                chunks = list(self._audio)
+                self._audio.clear()
+            ended = self._ended.is_set() and not chunks
+            if chunks:
+                out = self._speech.push(np.concatenate([c for c, _ in chunks]))
+            elif ended:
+                out = self._speech.flush()
+            else:
+                continue
+            for row in out:
+                z_rows.append(row)
+                rows.append(row if scale is None else row / scale)
+                known += 1
+                while k + self.lookahead < known:       # frame k's sound is all in
+                    self._queue(k, rows, z_rows, known)
+                    k += 1
+            if ended:
+                while k < known:
+                    self._queue(k, rows, z_rows, known)
+                    k += 1
+                self._finish(k)
+                return
+
+    def _queue(self, k: int, rows: deque, z_rows: deque, known: int) -> None:
+        """Frame k's job for the render threads; the oldest waiting one is dropped when they are behind."""
+        model, avatar = self.avatar.driver.model, self.avatar
+        first_row = known - len(rows)
+        first = k - model.audio_frames // 2
+        idx = np.clip(np.arange(first, first + model.audio_frames), 0, known - 1) - first_row   # ends repeated
+        lip = avatar.driver.lip(np.stack([rows[i] for i in idx]))                               # [A]
+        source = int(pingpong(k, self.n_footage)) if self._footage_frames is not None else self._still_source
+        backdrop = self._footage_frames.frame(k) if self._footage_frames is not None else self._still
+        blendshapes = avatar.blendshapes[source].copy()
+        if avatar.absolute is not None:
+            blendshapes[SHAPE_INDEX] = avatar.absolute(z_rows[k - first_row][None])[0]
+        heard = self.arrival(round((k + 1) / float(self.fps) * AUDIO_RATE) - 1)
+        with self._jobs_ready:
+            if len(self._jobs) >= 2 * self.config.render_threads:     # full: the oldest frame is dropped
+                self._mark(self._jobs.popleft().k, None)
+            self._jobs.append(_Job(k, source, lip, backdrop, blendshapes, heard))
+            self._jobs_ready.notify()
+
+    def _finish(self, end: int) -> None:
+        """The input is over: show what is queued, then stop."""
+        while not self._stopping.is_set() and self._next_show < end:
+            time.sleep(0.02)
+        self.stop(self.message or f"{self.source.name} ended")
+
+    def _render(self) -> None:
+        driver, avatar, config = self.avatar.driver, self.avatar, self.config
+        while not self._stopping.is_set():
+            with self._jobs_ready:
+                while not self._jobs and not self._stopping.is_set():
+                    self._jobs_ready.wait(0.05)
+                if self._stopping.is_set():
+                    return
+                job = self._jobs.popleft()
+            s = job.source
+            expr = avatar.expr[s]
+            pose = None if avatar.pose is None else (avatar.pose[0][s], avatar.pose[1][s])
+            if driver.views.valid[s]:
+                if config.backdrop == "colour":
+                    image = self._on_colour(s, job.lip, expr, pose)
+                else:
+                    image = driver.frame(job.backdrop, s, job.lip, expr, pose)
+            else:
+                image = job.backdrop
+            if image.shape[1::-1] != self.size:
+                image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+            if config.watermark:
+                image = stamp(image)
+            self._mark(job.k, LiveFrame(job.k, image, job.blendshapes, job.heard))
+
+    def _on_colour(self, s: int, lip: torch.Tensor, expr: np.ndarray, pose) -> np.ndarray:
+        driver = self.avatar.driver
+        rgb, alpha = driver.render(s, lip, expr, pose)                                  # [S,S,3], [S,S]
+        w, h = self.frame_size
+        colour = np.array(self.config.colour, np.float32) / 255.0
+        face = driver.views.crops.paste(rgb, s, (w, h))                                  # [H,W,3]
+        cover = driver.views.crops.paste(np.repeat(alpha[..., None], 3, 2), s, (w, h))   # [H,W,3]
+        return np.clip(255.0 * (face + (1.0 - cover) * colour), 0, 255).astype(np.uint8)
+
+    def _mark(self, k: int, frame: LiveFrame | None) -> None:
+        with self._done_ready:
+            if k >= self._next_show:
+                self._done[k] = frame
+                self._done_ready.notify()
+            if frame is None:
+                self._stats.dropped += 1
+
+    def _present(self) -> None:
+        """Frames in order, each at its due time (or as soon as it is rendered, when late)."""
+        while not self._stopping.is_set():
+            with self._done_ready:
+                while self._next_show not in self._done and not self._stopping.is_set():
+                    self._done_ready.wait(0.05)
+                if self._stopping.is_set():
+                    return
+                frame = self._done.pop(self._next_show)
+                self._next_show += 1
+            if frame is None:
+                self._show_gap()
+                continue
+            due = frame.heard + self.delay
+            wait = due - time.perf_counter()
+            if wait > 0 and self._stopping.wait(wait):
+                return
+            frame.shown = time.perf_counter()
+            if frame.shown > due + 0.5 / float(self.fps):
+                self._stats.late += 1
+            self._show(frame)
+
+    def _show(self, frame: LiveFrame) -> None:
+        self._stats.frames += 1
+        self._recent.append((frame.shown, frame.latency))
+        while self._recent and self._recent[0][0] < frame.shown - 6.0:
+            self._recent.popleft()
+        self._cpu.append((frame.shown, time.process_time()))
+        while len(self._cpu) > 2 and self._cpu[0][0] < frame.shown - 3.0:
+            self._cpu.popleft()
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.add_frame(frame.k, frame.image, frame.blendshapes)
+        if self._vcam is not None:
+            self._vcam.send(frame.image)
+        if self.on_frame is not None:
+            self.on_frame(frame)
+
+    def _show_gap(self) -> None:
+        """A dropped frame: the take repeats the last frame so its picture stays with its sound."""
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.repeat_last()
+
+
+class _FootageLoop:
+    """The footage's frames in ping-pong order (0, 1, .., n-1, n-2, .., 0, 1, ..), decoded ahead on a thread of its
+    own into a short queue: memory holds a few frames whatever the footage's length."""
+
+    def __init__(self, path: str, n: int, ahead: int = 8):
+        self._queue: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=ahead)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._decode, args=(path, n), name="live-footage", daemon=True)
+        self._thread.start()
+
+    def _decode(self, path: str, n: int) -> None:
+        from core.dub import in_order
+
+        single_threaded()
+        k = 0
+        with FrameReader(path, cache_bytes=0) as reader:
+            while not self._stopping.is_set():
+                period = list(pingpong(np.arange(k, k + max(2 * (n - 1), 1)), n))
+                for s, frame in in_order(reader, period):
+                    while not self._stopping.is_set():
+                        try:
+                            self._queue.put((k, frame), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    k += 1
+                    if self._stopping.is_set():
+                        return
+
+    def frame(self, k: int) -> np.ndarray:
+        """Frame k of the loop (called with k = 0, 1, 2, ... in turn)."""
+        while True:
+            got, frame = self._queue.get(timeout=5.0)
+            if got == k:
+                return frame
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=0.3)
+
+
+@dataclass
+class LiveRun:
+    """What ``LiveJob`` returns: the session's figures and the files it wrote."""
+
+    stats: LiveStats
+    files: list[Path] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)   # every shown frame's, s
+    first_frame: int | None = None                          # the take's first frame (its sound's time x fps)
+
+
+@dataclass
+class LiveJob:
+    """Headless live mode (the CLI, benchmarks): from ``input`` (a device, or a sound file played in real time;
+    core.live.input.open_input) until it ends, ``seconds`` pass or the job is cancelled, recording the whole session
+    when ``record`` (and ``csv``) are given."""
+
+    project: Project
+    input: str | None = None
+    config: LiveConfig = LiveConfig()
+    record: Path | None = None
+    csv: Path | None = None
+    seconds: float | None = None
+    virtual_camera: bool = False
+    name: str = "Live"
+
+    def run(self, progress: ProgressFn, cancel: CancelToken) -> LiveRun:
+        single_threaded()
+        source = open_input(self.input)
+        avatar = prepare(self.project, span(progress, 0.0, 0.2), cancel)
+        latencies: list[float] = []
+        session = LiveSession(avatar, source, self.config, on_frame=lambda f: latencies.append(f.latency),
+                              virtual_camera=self.virtual_camera)
+        if session.virtual_camera_note:
+            progress(Progress(0.2, session.virtual_camera_note))
+        if self.record is not None:
+            session.record(self.record, self.csv)
+        first = None
+        session.start()
+        try:
+            while not session.wait(0.5):
+                s = session.stats
+                progress(Progress(0.2 if self.seconds is None else 0.2 + 0.8 * min(s.seconds / self.seconds, 1.0),
+                                  f"{s.frames} frames · {s.fps:.1f} fps · latency {s.latency_ms:.0f} ms · "
+                                  f"{s.dropped} dropped", {"fps": s.fps, "latency_ms": s.latency_ms}))
+                if (self.seconds is not None and s.seconds >= self.seconds) or cancel.cancelled:
+                    break
+            first = session.take_first_frame
+            files = session.stop_recording()
+        finally:
+            session.stop()
+            session.join()
+        stats = session.stats
+        progress(Progress(1.0, f"Live: {stats.frames} frames in {stats.seconds:.1f} s"
+                               + (f" ({stats.message})" if stats.message else "")))
+        return LiveRun(stats, files, latencies, first)
