@@ -194,6 +194,7 @@ class LiveSession:
         w, h = self.frame_size
         self.size = (max(2, round(w * config.height / h / 2) * 2), config.height)    # output (W,H)
         self._stopping = threading.Event()
+        self._stopped = threading.Event()          # stop has finished: threads told, take written
         self._ended = threading.Event()             # the input has no more sound (a file's end)
         self._audio: deque[tuple[np.ndarray, float]] = deque()
         self._audio_ready = threading.Condition()
@@ -261,6 +262,7 @@ class LiveSession:
             self._vcam.close()
         if self._begun:
             self._realtime.__exit__(None, None, None)
+        self._stopped.set()
         if self.on_stopped is not None:
             self.on_stopped(self.message)
 
@@ -269,8 +271,9 @@ class LiveSession:
         return self._begun > 0 and not self._stopping.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the session stops (a file's end, a failure, ``stop``); True when it has."""
-        return self._stopping.wait(timeout)
+        """Block until the session has stopped (a file's end, a failure, ``stop``) and its take is written; True
+        when it has."""
+        return self._stopped.wait(timeout)
 
     def record(self, mp4: Path, csv: Path | None = None) -> None:
         """Start recording a take: the frames as shown (H.264) with the input's sound (AAC), and the blendshapes
@@ -386,13 +389,14 @@ class LiveSession:
                     k += 1
             if ended:
                 while k < known:
-                    self._queue(k, rows, z_rows, known)
+                    self._queue(k, rows, z_rows, known, wait=True)
                     k += 1
                 self._finish(k)
                 return
 
-    def _queue(self, k: int, rows: deque, z_rows: deque, known: int) -> None:
-        """Frame k's job for the render threads; the oldest waiting one is dropped when they are behind."""
+    def _queue(self, k: int, rows: deque, z_rows: deque, known: int, wait: bool = False) -> None:
+        """Frame k's job for the render threads; when they are behind, the oldest waiting one is dropped (or, with
+        ``wait``, at the input's end, this waits for room: no sound follows to fall behind)."""
         model, avatar = self.avatar.driver.model, self.avatar
         first_row = known - len(rows)
         first = k - model.audio_frames // 2
@@ -405,6 +409,8 @@ class LiveSession:
             blendshapes[SHAPE_INDEX] = avatar.absolute(z_rows[k - first_row][None])[0]
         heard = self.arrival(round((k + 1) / float(self.fps) * AUDIO_RATE) - 1)
         with self._jobs_ready:
+            while wait and len(self._jobs) >= 2 * self.config.render_threads and not self._stopping.is_set():
+                self._jobs_ready.wait(0.05)
             if len(self._jobs) >= 2 * self.config.render_threads:     # full: the oldest frame is dropped
                 self._mark(self._jobs.popleft().k, None)
             self._jobs.append(_Job(k, source, lip, backdrop, blendshapes, heard))
@@ -425,6 +431,7 @@ class LiveSession:
                 if self._stopping.is_set():
                     return
                 job = self._jobs.popleft()
+                self._jobs_ready.notify_all()
             s = job.source
             expr = avatar.expr[s]
             pose = None if avatar.pose is None else (avatar.pose[0][s], avatar.pose[1][s])

@@ -1,0 +1,165 @@
+"""Live mode (core.live): the baked avatar, the session from a paced sound file to recorded takes, the speech it
+drives matching the offline path, and the inputs' failures (no device, a device that stops, a refused rate)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from core.avatar.drive import Driver
+from core.audio.features import load_features
+from core.expression.arkit_csv import ARKIT_NAMES, from_mediapipe, read_csv
+from core.live import input as live_input
+from core.live.input import DeviceSource, FileSource, InputDevice, LiveInputError, find_device
+from core.live.session import LiveConfig, LiveSession, prepare
+from core.media import AUDIO_RATE, load_audio, probe, write_wav
+from core.project import Project
+from core.speech.lipsync import blendshape_track, speech_model
+from core.speech.frontend import Frontend
+from core.speech.targets import SPEECH_SHAPES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def speech_3s(media_dir, tmp_path_factory) -> Path:
+    """The first 3 s of the test speech (a file beside the test, not in the shared media)."""
+    path = tmp_path_factory.mktemp("live") / "speech_3s.wav"
+    write_wav(path, load_audio(media_dir / "speech_en_60s_16k.wav", duration=3.0), AUDIO_RATE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def may(trained_project) -> Project:
+    return Project.open(trained_project("may_13s.mp4"))
+
+
+def test_baked_deformation_follows_the_network(may):
+    """The baked bases give the network's Gaussians up to the fit: positions within a small part of the face."""
+    driver = Driver.load(may)
+    features = load_features(may).features
+    exact = [driver.gaussians(driver.lip(driver.model.audio_window(features, i)), driver.views.expr[i])
+             for i in (10, 200, 320)]
+    driver.bake(features)
+    size = float(driver.model.means.detach().std(0).mean())
+    for got, i in zip(exact, (10, 200, 320)):
+        baked = driver.gaussians(driver.lip(driver.model.audio_window(features, i)), driver.views.expr[i])
+        assert float((baked["means"] - got["means"]).abs().mean()) < 0.02 * size
+        assert float((baked["scales"] / got["scales"]).log().abs().mean()) < 0.05
+        assert torch.equal(baked["colors"], got["colors"])
+
+
+def _session(project, source, tmp_path, **config) -> tuple[LiveSession, list]:
+    frames: list = []
+    session = LiveSession(prepare(project), source, LiveConfig(render_threads=1, **config), on_frame=frames.append)
+    return session, frames
+
+
+def test_live_take_from_a_file_matches_the_offline_speech(may, speech_3s, tmp_path):
+    """A 3 s file played in real time: frames are shown, the take is an H.264 + AAC mp4 of one frame per 1/25 s
+    with the sound, and its CSV's mouth shapes are what the offline lip sync gives for the same speech."""
+    session, frames = _session(may, FileSource(speech_3s), tmp_path)
+    session.record(tmp_path / "take.mp4", tmp_path / "take.csv")
+    session.start()
+    assert session.wait(30.0), "the session did not stop at the file's end"
+    session.join()
+    assert "ended" in session.message
+    stats = session.stats
+    assert stats.frames == len(frames) > 0
+    assert stats.frames + stats.dropped >= 70                      # 3 s at 25 fps, less the end's
+    info = probe(tmp_path / "take.mp4")
+    first = frames[0].k
+    assert info.video_codec == "h264" and info.audio[0].codec == "aac"
+    assert abs(info.frame_count - (75 - first)) <= 2
+    assert abs(info.audio[0].duration - info.frame_count / 25) < 0.1
+    with av.open(str(tmp_path / "take.mp4")) as c:
+        assert c.metadata["synthetic"] == "true" and "Avatar Studio" in c.metadata["comment"]
+
+    take = read_csv(tmp_path / "take.csv", fps=25)
+    assert len(take) == info.frame_count
+    model = speech_model()
+    offline = blendshape_track(model, Frontend(model.net.config.frontend), load_audio(speech_3s), Fraction(25))
+    columns = [ARKIT_NAMES.index(n[0].upper() + n[1:]) for n in SPEECH_SHAPES]
+    shown = np.array([f.k for f in frames])                 # a dropped frame's row repeats the one before
+    np.testing.assert_allclose(take.blendshapes[shown - first][:, columns], from_mediapipe(offline)[shown][:, columns],
+                               atol=2e-3)
+
+
+def test_a_device_that_stops_ends_the_session_and_keeps_the_take(may, speech_3s, tmp_path):
+    """An input that fails mid-session (unplugged) stops the session with its message; the take so far is kept."""
+    audio = load_audio(speech_3s)
+
+    class Unplugged:
+        name = "USB microphone"
+
+        def start(self, deliver, failed, end):
+            def play():
+                begun = time.perf_counter()
+                for i in range(0, 2 * AUDIO_RATE, 160):                # 2 s, then the device is gone
+                    due = begun + (i + 160) / AUDIO_RATE
+                    time.sleep(max(due - time.perf_counter(), 0))
+                    deliver(audio[i:i + 160], due)
+                failed("the input 'USB microphone' stopped delivering sound (unplugged?)")
+            threading.Thread(target=play, daemon=True).start()
+
+        def stop(self):
+            pass
+
+    stopped: list[str] = []
+    session, frames = _session(may, Unplugged(), tmp_path)
+    session.on_stopped = stopped.append
+    session.record(tmp_path / "take.mp4")
+    session.start()
+    assert session.wait(20.0)
+    session.join()
+    assert stopped == ["the input 'USB microphone' stopped delivering sound (unplugged?)"]
+    assert (tmp_path / "take.mp4").is_file()
+    assert probe(tmp_path / "take.mp4").frame_count >= len(frames) > 0
+
+
+def test_no_input_device_is_a_clear_message(monkeypatch):
+    monkeypatch.setattr(live_input, "input_devices", lambda: [])
+    with pytest.raises(LiveInputError, match="no audio input device found"):
+        find_device(None)
+    monkeypatch.setattr(live_input, "input_devices", lambda: [InputDevice(3, "Built-in Microphone", 48000, 2)])
+    assert find_device("built-in").index == 3
+    with pytest.raises(LiveInputError, match="no audio input matches 'usb'.*3: Built-in Microphone"):
+        find_device("usb")
+
+
+def test_a_refused_sample_rate_is_a_clear_message(monkeypatch):
+    class RefusesAll:
+        @staticmethod
+        def check_input_settings(**kwargs):
+            raise Exception(f"Invalid sample rate {kwargs['samplerate']}")
+
+    monkeypatch.setattr(live_input, "_sounddevice", lambda: RefusesAll)
+    source = DeviceSource(InputDevice(1, "Odd interface", 11025, 1))
+    with pytest.raises(LiveInputError, match="records neither at 16000 Hz nor at its default 11025 Hz"):
+        source.start(lambda c, t: None, lambda m: None, lambda: None)
+
+
+def test_a_file_without_sound_is_refused(media_dir, tmp_path):
+    with pytest.raises(LiveInputError, match="does not exist"):
+        FileSource(tmp_path / "missing.wav")
+
+
+def test_cli_live_records_a_take(may, speech_3s, tmp_path):
+    out = tmp_path / "take.mp4"
+    done = subprocess.run([sys.executable, "-m", "core.cli", "live", "--project", str(may.root), "--input",
+                           str(speech_3s), "--record", str(out), "--csv", str(tmp_path / "take.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "frames shown" in done.stdout and out.is_file() and (tmp_path / "take.csv").is_file()
+    bad = subprocess.run([sys.executable, "-m", "core.cli", "live", "--project", str(may.root), "--input",
+                          str(tmp_path / "nothing.wav")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "does not exist" in bad.stderr
