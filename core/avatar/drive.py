@@ -112,7 +112,11 @@ class Driver:
         """(rgb float32 [S,S,3], alpha float32 [S,S]) of the face crop of source frame ``source``, driven by the
         lip feature [A] and the expression [E], under the frame's stabilized head pose or ``pose`` (an edited one:
         rot [3,3], trans [3])."""
-        gaussians = self.gaussians(lip, expr)
+        return self.draw(source, self.gaussians(lip, expr), pose)
+
+    def draw(self, source: int, gaussians: dict[str, torch.Tensor], pose: Pose | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """``render`` of Gaussians already driven (``gaussians``)."""
         camera = (self.views.camera(source) if pose is None else
                   self.views.crops.camera(source, *pose, *self.views.intrinsics))
         with torch.inference_mode():
@@ -123,7 +127,12 @@ class Driver:
               pose: Pose | None = None) -> np.ndarray:
         """uint8 [H,W,3]: ``source_frame`` (frame ``source`` of the footage) with the driven face blended in; under
         an edited ``pose`` the blend's face oval moves with the head."""
-        rgb, _ = self.render(source, lip, expr, pose)
+        return self.blend(source_frame, source, self.gaussians(lip, expr), pose)
+
+    def blend(self, source_frame: np.ndarray, source: int, gaussians: dict[str, torch.Tensor],
+              pose: Pose | None = None) -> np.ndarray:
+        """``frame`` of Gaussians already driven (``gaussians``)."""
+        rgb, _ = self.draw(source, gaussians, pose)
         h, w = source_frame.shape[:2]
         full = self.views.crops.paste(rgb, source, (w, h))                                # [H,W,3]
         return composite(source_frame, full, self.landmarks(source, pose), self.portrait)

@@ -121,6 +121,56 @@ class TakeRecorder:
         return written
 
 
+class Monitor:
+    """The input's sound played back as it arrives (headphones: the speaker hears what the avatar hears)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._pending: deque[np.ndarray] = deque(maxlen=50)   # at most half a second waits to be played
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls) -> tuple[Monitor | None, str]:
+        """The monitor on the default output, or None and why there is none."""
+        from core.live.input import LiveInputError, _sounddevice
+
+        try:
+            sd = _sounddevice()
+            monitor = cls(None)
+            monitor._stream = sd.OutputStream(samplerate=AUDIO_RATE, channels=1, dtype="float32", blocksize=160,
+                                              callback=monitor._fill)
+            monitor._stream.start()
+            return monitor, ""
+        except LiveInputError as e:
+            return None, f"no monitor: {e}"
+        except Exception as e:  # sounddevice.PortAudioError: no output device
+            return None, f"no monitor: no sound output ({e})"
+
+    def play(self, chunk: np.ndarray) -> None:
+        with self._lock:
+            self._pending.append(chunk)
+
+    def _fill(self, outdata, frames, time_info, status) -> None:  # PortAudio's thread
+        out = outdata[:, 0]
+        filled = 0
+        with self._lock:
+            while filled < frames and self._pending:
+                chunk = self._pending.popleft()
+                take = min(len(chunk), frames - filled)
+                out[filled:filled + take] = chunk[:take]
+                if take < len(chunk):
+                    self._pending.appendleft(chunk[take:])
+                filled += take
+        out[filled:] = 0.0
+
+    def close(self) -> None:
+        try:
+            self._stream.stop()
+            self._stream.close()
+        except Exception:  # a device gone already
+            pass
+
+
 class VirtualCamera:
     """Frames out as a webcam (pyvirtualcam: v4l2loopback on Linux, OBS's camera on Windows and macOS)."""
 

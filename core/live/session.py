@@ -41,7 +41,7 @@ from core.errors import AvatarStudioError
 from core.expression.edits import edited_performance
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.live.input import AudioSource, open_input
-from core.live.outputs import HISTORY_S, TakeRecorder, VirtualCamera
+from core.live.outputs import HISTORY_S, Monitor, TakeRecorder, VirtualCamera
 from core.media import AUDIO_RATE, FrameReader
 from core.memory import realtime_allocations
 from core.options import option
@@ -161,6 +161,7 @@ class LiveFrame:
     image: np.ndarray                 # uint8 [h,w,3]
     blendshapes: np.ndarray           # float32 [52] what drove it
     heard: float                      # perf_counter time its sound (up to k/fps) arrived
+    gaussians: dict[str, torch.Tensor] | None = None   # the Gaussians drawn (a face in view), for the Viewport
     shown: float = 0.0                # perf_counter time it was shown
 
     @property
@@ -219,6 +220,7 @@ class LiveSession:
         self._footage_frames = _FootageLoop(avatar.footage, self.n_footage) if config.backdrop == "footage" else None
         self.message = ""
         self._realtime = realtime_allocations()
+        self._monitor: Monitor | None = None
 
     # -- control ------------------------------------------------------------------------------------------------
 
@@ -252,19 +254,33 @@ class LiveSession:
         for cond in (self._audio_ready, self._jobs_ready, self._done_ready):
             with cond:
                 cond.notify_all()
+        deadline = time.monotonic() + 0.3
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout=0.3)
+                thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         if self._footage_frames is not None:
             self._footage_frames.close()
         self.stop_recording()
         if self._vcam is not None:
             self._vcam.close()
+        self.set_monitor(False)
         if self._begun:
             self._realtime.__exit__(None, None, None)
         self._stopped.set()
         if self.on_stopped is not None:
             self.on_stopped(self.message)
+
+    def set_monitor(self, on: bool) -> str:
+        """Play the input's sound back as it arrives (or stop); why not, when there is no sound output."""
+        if not on:
+            monitor, self._monitor = self._monitor, None
+            if monitor is not None:
+                monitor.close()
+            return ""
+        if self._monitor is None:
+            self._monitor, note = Monitor.open()
+            return note
+        return ""
 
     @property
     def running(self) -> bool:
@@ -343,9 +359,11 @@ class LiveSession:
             self._audio_ready.notify()
         if len(chunk):
             self._level = 0.7 * self._level + 0.3 * 20 * np.log10(max(float(np.sqrt(np.mean(chunk ** 2))), 1e-6))
-        recorder = self._recorder
+        recorder, monitor = self._recorder, self._monitor
         if recorder is not None:
             recorder.add_audio(chunk, self._received - len(chunk))
+        if monitor is not None:
+            monitor.play(chunk)
 
     def _failed(self, message: str) -> None:
         threading.Thread(target=self.stop, args=(message,), daemon=True).start()
@@ -435,22 +453,24 @@ class LiveSession:
             s = job.source
             expr = avatar.expr[s]
             pose = None if avatar.pose is None else (avatar.pose[0][s], avatar.pose[1][s])
+            gaussians = None
             if driver.views.valid[s]:
+                gaussians = driver.gaussians(job.lip, expr)
                 if config.backdrop == "colour":
-                    image = self._on_colour(s, job.lip, expr, pose)
+                    image = self._on_colour(s, gaussians, pose)
                 else:
-                    image = driver.frame(job.backdrop, s, job.lip, expr, pose)
+                    image = driver.blend(job.backdrop, s, gaussians, pose)
             else:
                 image = job.backdrop
             if image.shape[1::-1] != self.size:
                 image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
             if config.watermark:
                 image = stamp(image)
-            self._mark(job.k, LiveFrame(job.k, image, job.blendshapes, job.heard))
+            self._mark(job.k, LiveFrame(job.k, image, job.blendshapes, job.heard, gaussians))
 
-    def _on_colour(self, s: int, lip: torch.Tensor, expr: np.ndarray, pose) -> np.ndarray:
+    def _on_colour(self, s: int, gaussians: dict[str, torch.Tensor], pose) -> np.ndarray:
         driver = self.avatar.driver
-        rgb, alpha = driver.render(s, lip, expr, pose)                                  # [S,S,3], [S,S]
+        rgb, alpha = driver.draw(s, gaussians, pose)                                     # [S,S,3], [S,S]
         w, h = self.frame_size
         colour = np.array(self.config.colour, np.float32) / 255.0
         face = driver.views.crops.paste(rgb, s, (w, h))                                  # [H,W,3]
