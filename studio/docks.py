@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QWidget
 from studio.panels.audio import AudioPanel
 from studio.panels.curves import CurvesPanel
 from studio.panels.expression import ExpressionPanel
+from studio.panels.live import LivePanel
 from studio.panels.pose_curves import PoseCurvesPanel
 from studio.panels.project import ProjectPanel
 from studio.panels.timeline import TimelinePanel
@@ -46,4 +47,5 @@ PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("audio", "Audio", AudioPanel, Area.RightDockWidgetArea, tab_with="pose"),
     PanelSpec("training", "Training", TrainingPanel, Area.RightDockWidgetArea, tab_with="pose"),
     PanelSpec("torso", "Torso", TorsoPanel, Area.RightDockWidgetArea, tab_with="pose"),
+    PanelSpec("live", "Live", LivePanel, Area.RightDockWidgetArea, tab_with="pose"),
 )

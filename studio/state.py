@@ -145,6 +145,7 @@ class StudioState(QObject):
     avatar_changed = Signal()        # a run made the project's avatar anew
     overlays_changed = Signal()
     notice = Signal(str)             # something the user must read (shown by the window)
+    live_frame = Signal(object)      # core.live.session.LiveFrame just shown by live mode; None: live mode ended
 
     def __init__(self) -> None:
         super().__init__()

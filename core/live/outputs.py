@@ -19,28 +19,27 @@ from core.media import AUDIO_RATE, AudioBuffer, VideoWriter
 
 RECORD_PRESET = "veryfast"    # x264's speed: a live take is encoded while the avatar renders
 RECORD_CRF = 20
-HISTORY_S = 3.0               # sound kept before a take starts: its first frame's sound arrived a delay earlier
 
 
 class TakeRecorder:
-    """A take from its first shown frame to its last: the frames (a dropped one repeats the frame before, so the
-    picture stays with its sound), the input's sound from the first frame's time on, and each frame's blendshapes.
-    The mp4 is encoded on a thread of its own as frames come and appears at ``close``; an error on the way keeps
-    what was recorded up to it."""
+    """A take of the frames whose sound arrived while recording: frames ``first`` .. ``last`` (``end`` sets the
+    last), each as shown (a dropped one repeats the frame before, so the picture stays with its sound), the input's
+    sound from the first frame's time, and each frame's blendshapes. The mp4 is encoded on a thread of its own as
+    frames come and appears at ``close``; an error on the way keeps what was recorded up to it."""
 
     def __init__(self, mp4: Path, csv: Path | None, fps: Fraction, size: tuple[int, int], project: str, source: str,
-                 history: list[tuple[np.ndarray, int]]):
+                 first: int):
         check_output(mp4, [])
         if csv is not None and (csv.suffix.lower() != ".csv" or not csv.parent.is_dir()):
             raise ValueError(f"{csv} is not a .csv file in an existing folder")
-        self.mp4, self.csv, self.fps = mp4, csv, fps
+        self.mp4, self.csv, self.fps, self.first = mp4, csv, fps, first
+        self.last: int | None = None          # set by ``end``
+        self._begin = round(first / fps * AUDIO_RATE)   # the take's first sample (stream sample number)
         self._sound = AudioBuffer()
-        self._pending: deque[tuple[np.ndarray, int]] = deque(history)   # sound before the first frame is known
-        self._first: int | None = None        # the take's first frame number
         self._frames = 0
-        self._last: tuple[np.ndarray, np.ndarray] | None = None
+        self._previous: tuple[np.ndarray, np.ndarray] | None = None
         self._rows: list[np.ndarray] = []
-        self._lock = threading.Lock()
+        self._complete = threading.Event()
         metadata = {
             "comment": f"Synthetic video: the face and lips were generated live by Avatar Studio {__version__} from "
                        f"{source}",
@@ -55,41 +54,45 @@ class TakeRecorder:
         self._thread.start()
 
     @property
-    def first(self) -> int | None:
-        return self._first
-
-    @property
     def seconds(self) -> float:
         return self._frames / float(self.fps)
 
     def add_audio(self, chunk: np.ndarray, start: int) -> None:
         """The input's samples ``start ..`` (stream sample numbers), from the input's thread."""
-        with self._lock:
-            if self._first is None:
-                self._pending.append((chunk, start))
-            else:
-                self._sound.append(chunk)
+        if start + len(chunk) > self._begin:
+            self._sound.append(chunk[max(self._begin - start, 0):])
 
-    def add_frame(self, k: int, image: np.ndarray, blendshapes: np.ndarray) -> None:
-        """Frame ``k`` as shown; frames skipped since the last one (dropped) repeat it."""
-        with self._lock:
-            if self._first is None:
-                self._first = k
-                begin = round(k / self.fps * AUDIO_RATE)
-                for chunk, start in self._pending:       # the take's sound starts at its first frame's time
-                    if start + len(chunk) > begin:
-                        self._sound.append(chunk[max(begin - start, 0):])
-                self._pending.clear()
-        while self._last is not None and self._first + self._frames < k:
-            self._put(*self._last)
-        self._put(image, blendshapes)
+    def add_frame(self, k: int, image: np.ndarray | None, blendshapes: np.ndarray | None) -> None:
+        """Frame ``k`` as shown, or None for a frame dropped (the one before is repeated in its place)."""
+        if k < self.first or (self.last is not None and k > self.last):
+            return
+        while self._previous is not None and self.first + self._frames < k:   # frames that never came
+            self._put(*self._previous)
+        if image is not None:
+            self._put(image, blendshapes)
+        elif self._previous is not None:
+            self._put(*self._previous)
+        if self.last is not None and self.first + self._frames > self.last:
+            self._complete.set()
 
-    def repeat_last(self) -> None:
-        if self._last is not None:
-            self._put(*self._last)
+    def end(self, last: int) -> None:
+        """The take ends with frame ``last`` (or before, when an earlier end was set)."""
+        last = max(last, self.first - 1)
+        self.last = last if self.last is None else min(last, self.last)
+        if self.first + self._frames > self.last:
+            self._complete.set()
+
+    @property
+    def complete(self) -> bool:
+        """The frames up to ``last`` are in."""
+        return self._complete.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Until the frames up to ``last`` are in; True when they are."""
+        return self._complete.wait(timeout)
 
     def _put(self, image: np.ndarray, blendshapes: np.ndarray) -> None:
-        self._last = (image, blendshapes)
+        self._previous = (image, blendshapes)
         self._rows.append(blendshapes)
         self._frames += 1
         self._queue.put(image)

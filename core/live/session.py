@@ -16,6 +16,7 @@ ping-pong), with the baked deformation (core.avatar.bake) in place of the networ
 from __future__ import annotations
 
 import bisect
+import math
 import os
 import queue
 import statistics
@@ -41,7 +42,7 @@ from core.errors import AvatarStudioError
 from core.expression.edits import edited_performance
 from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.live.input import AudioSource, open_input
-from core.live.outputs import HISTORY_S, Monitor, TakeRecorder, VirtualCamera
+from core.live.outputs import Monitor, TakeRecorder, VirtualCamera
 from core.media import AUDIO_RATE, FrameReader
 from core.memory import realtime_allocations
 from core.options import option
@@ -172,14 +173,16 @@ class LiveFrame:
 
 class LiveSession:
     """One live run: ``start`` it, read ``stats`` and receive frames through ``on_frame`` (any thread: the
-    presenter's), ``record``/``stop_recording`` takes, ``stop`` within half a second. The input stopping on its
+    presenter's), ``record``/``stop_recording`` takes (``on_take`` hears of each written, from any thread), ``stop``
+    within half a second. The input stopping on its
     own (unplugged) or a file ending stops the session, ``message`` saying why, any recording kept."""
 
     def __init__(self, avatar: LiveAvatar, source: AudioSource, config: LiveConfig = LiveConfig(),
                  on_frame: Callable[[LiveFrame], None] | None = None,
-                 on_stopped: Callable[[str], None] | None = None, virtual_camera: bool = False):
+                 on_stopped: Callable[[str], None] | None = None, virtual_camera: bool = False,
+                 on_take: Callable[[list[Path]], None] | None = None):
         self.avatar, self.source, self.config = avatar, source, config
-        self.on_frame, self.on_stopped = on_frame, on_stopped
+        self.on_frame, self.on_stopped, self.on_take = on_frame, on_stopped, on_take
         driver = avatar.driver
         self.fps = avatar.fps
         self.n_footage = len(driver.views)
@@ -216,9 +219,10 @@ class LiveSession:
         self._record_lock = threading.Lock()
         self._vcam, self.virtual_camera_note = VirtualCamera.open(self.size, float(self.fps)) if virtual_camera \
             else (None, "")
-        self._history: deque[tuple[np.ndarray, int]] = deque()   # the last HISTORY_S of sound, for a take's start
         self._footage_frames = _FootageLoop(avatar.footage, self.n_footage) if config.backdrop == "footage" else None
         self.message = ""
+        self.last_take: tuple[int, list[Path]] | None = None   # the last take's first frame and files
+        self._record_begun = 0.0
         self._realtime = realtime_allocations()
         self._monitor: Monitor | None = None
 
@@ -260,7 +264,7 @@ class LiveSession:
                 thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         if self._footage_frames is not None:
             self._footage_frames.close()
-        self.stop_recording()
+        self.stop_recording(wait=False)
         if self._vcam is not None:
             self._vcam.close()
         self.set_monitor(False)
@@ -291,28 +295,40 @@ class LiveSession:
         when it has."""
         return self._stopped.wait(timeout)
 
-    def record(self, mp4: Path, csv: Path | None = None) -> None:
-        """Start recording a take: the frames as shown (H.264) with the input's sound (AAC), and the blendshapes
-        that drove them (``csv``). MediaError when the files cannot be written."""
+    def record(self, mp4: Path, csv: Path | None = None, seconds: float | None = None) -> None:
+        """Start recording a take from the sound arriving now: the frames of that sound as shown (H.264) with the
+        sound (AAC), and the blendshapes that drove them (``csv``); ``seconds``: it ends by itself after that long
+        (its files written, ``on_take`` told). MediaError when the files cannot be written."""
         with self._record_lock:
             if self._recorder is not None:
                 raise AvatarStudioError("a take is already being recorded")
-            with self._audio_ready:
-                history = list(self._history)
+            first = math.ceil(self._received / AUDIO_RATE * float(self.fps))
+            self._record_begun = time.perf_counter()
             self._recorder = TakeRecorder(Path(mp4), None if csv is None else Path(csv), self.fps, self.size,
-                                          self.avatar.project.name, self.source.name, history)
+                                          self.avatar.project.name, self.source.name, first)
+            if seconds is not None:
+                self._recorder.end(first + round(seconds * float(self.fps)) - 1)
 
-    @property
-    def take_first_frame(self) -> int | None:
-        """The frame the take being recorded starts on (its sound starts at that frame's time)."""
+    def stop_recording(self, wait: bool = True, at: float | None = None) -> list[Path]:
+        """End the take as long as it was recorded (wall time: sound that arrives late still belongs to it) and
+        write its files; the paths written. ``wait``: for its last frames to be shown first (the delay, up to a
+        second more); else the take ends with the frames shown so far (stopping the session). ``at``: the
+        perf_counter time the user stopped it (default: now)."""
         recorder = self._recorder
-        return None if recorder is None else recorder.first
-
-    def stop_recording(self) -> list[Path]:
-        """Finish the take (the files appear now); the paths written."""
+        if recorder is None:
+            return []
+        if wait and not self._stopping.is_set():
+            at = time.perf_counter() if at is None else at
+            recorder.end(recorder.first + round((at - self._record_begun) * float(self.fps)) - 1)
+            recorder.wait(self.delay + 1.0)
         with self._record_lock:
-            recorder, self._recorder = self._recorder, None
-        return [] if recorder is None else recorder.close()
+            self._recorder = None
+        recorder.end(self._next_show - 1)
+        files = recorder.close()
+        self.last_take = (recorder.first, files)
+        if self.on_take is not None:
+            self.on_take(files)
+        return files
 
     @property
     def stats(self) -> LiveStats:
@@ -351,11 +367,8 @@ class LiveSession:
             return
         with self._audio_ready:
             self._audio.append((chunk, arrived))
-            self._history.append((chunk, self._received))
             self._received += len(chunk)
             self._arrivals.append((self._received, arrived))
-            while self._history and self._history[0][1] < self._received - HISTORY_S * AUDIO_RATE:
-                self._history.popleft()
             self._audio_ready.notify()
         if len(chunk):
             self._level = 0.7 * self._level + 0.3 * 20 * np.log10(max(float(np.sqrt(np.mean(chunk ** 2))), 1e-6))
@@ -493,10 +506,11 @@ class LiveSession:
                     self._done_ready.wait(0.05)
                 if self._stopping.is_set():
                     return
-                frame = self._done.pop(self._next_show)
+                k = self._next_show
+                frame = self._done.pop(k)
                 self._next_show += 1
             if frame is None:
-                self._show_gap()
+                self._show_gap(k)
                 continue
             due = frame.heard + self.delay
             wait = due - time.perf_counter()
@@ -518,16 +532,22 @@ class LiveSession:
         recorder = self._recorder
         if recorder is not None:
             recorder.add_frame(frame.k, frame.image, frame.blendshapes)
+            if recorder.complete:        # a timed take is over: written off this thread
+                threading.Thread(target=self._finish_take, args=(recorder,), name="live-take-end", daemon=True).start()
         if self._vcam is not None:
             self._vcam.send(frame.image)
         if self.on_frame is not None:
             self.on_frame(frame)
 
-    def _show_gap(self) -> None:
-        """A dropped frame: the take repeats the last frame so its picture stays with its sound."""
+    def _finish_take(self, recorder: TakeRecorder) -> None:
+        if self._recorder is recorder:
+            self.stop_recording(wait=False)
+
+    def _show_gap(self, k: int) -> None:
+        """Frame k was dropped: a take repeats the frame before in its place."""
         recorder = self._recorder
         if recorder is not None:
-            recorder.repeat_last()
+            recorder.add_frame(k, None, None)
 
 
 class _FootageLoop:
@@ -607,7 +627,6 @@ class LiveJob:
             progress(Progress(0.2, session.virtual_camera_note))
         if self.record is not None:
             session.record(self.record, self.csv)
-        first = None
         session.start()
         try:
             while not session.wait(0.5):
@@ -616,12 +635,12 @@ class LiveJob:
                                   f"{s.frames} frames · {s.fps:.1f} fps · latency {s.latency_ms:.0f} ms · "
                                   f"{s.dropped} dropped", {"fps": s.fps, "latency_ms": s.latency_ms}))
                 if (self.seconds is not None and s.seconds >= self.seconds) or cancel.cancelled:
+                    session.stop_recording()
                     break
-            first = session.take_first_frame
-            files = session.stop_recording()
         finally:
             session.stop()
             session.join()
+        first, files = session.last_take or (None, [])
         stats = session.stats
         progress(Progress(1.0, f"Live: {stats.frames} frames in {stats.seconds:.1f} s"
                                + (f" ({stats.message})" if stats.message else "")))

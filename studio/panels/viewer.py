@@ -58,6 +58,9 @@ class ViewerPanel(QWidget):
         state.stages_changed.connect(self._load_avatar)
         state.edits.changed.connect(self._edits_changed)
         state.frame_changed.connect(lambda _i: self._request_composite())
+        state.live_frame.connect(self.show_live)
+        self.live: np.ndarray | None = None         # uint8 [H,W,3] live mode's frame on screen; None: not live
+        self._live_image: QImage | None = None
 
     # --- avatar in context -------------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
@@ -142,6 +145,12 @@ class ViewerPanel(QWidget):
         self._image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         self.update()
 
+    def show_live(self, frame) -> None:
+        """Show live mode's frame (a core.live.session.LiveFrame) in the footage's place; None: live mode ended."""
+        self.live = None if frame is None else np.ascontiguousarray(frame.image)
+        self._live_image = None if self.live is None else _qimage(self.live)
+        self.update()
+
     def _clear(self) -> None:
         self.shown_index = self.shown_frame = self._image = None
         self.composite = None
@@ -160,6 +169,9 @@ class ViewerPanel(QWidget):
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(18, 18, 20))
+        if self._live_image is not None:
+            self._paint_live(p)
+            return
         if self._image is None:
             p.setPen(QColor(140, 140, 150))
             text = "Loading…" if self.state.footage else "No footage: File ▸ Import Footage…"
@@ -199,6 +211,18 @@ class ViewerPanel(QWidget):
             p.drawText(r.translated(1, 1), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
             p.setPen(QColor(235, 235, 235))
             p.drawText(r, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
+
+    def _paint_live(self, p: QPainter) -> None:
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        iw, ih = self._live_image.width(), self._live_image.height()
+        s = min(self.width() / iw, self.height() / ih)
+        w, h = int(iw * s), int(ih * s)
+        rect = QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
+        p.drawImage(rect, self._live_image)
+        badge = QRect(rect.x() + 8, rect.y() + 8, 52, 22)
+        p.fillRect(badge, QColor(200, 30, 40))
+        p.setPen(QColor(255, 255, 255))
+        p.drawText(badge, Qt.AlignmentFlag.AlignCenter, "LIVE")
 
     def _to_widget(self, pts: np.ndarray) -> np.ndarray:
         """Image pixels [N,2] -> widget coordinates [N,2] (pixel centres)."""

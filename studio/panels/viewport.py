@@ -7,6 +7,7 @@ The Gaussians are computed on a fetcher thread, the newest frame winning, so pla
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from studio.state import StudioState
 from studio.viewport.widget import SplatViewport
 
 FILE, AVATAR = "file", "avatar"  # what the viewport shows
+LIVE_RATE = 10                   # live frames' Gaussians shown per second at most
 NO_FILE = "No splats: File ▸ Open… a .ply"
 
 
@@ -57,7 +59,8 @@ def gaussians_to_splats(gaussians: dict[str, torch.Tensor]) -> Splats:
 class AvatarFrames:
     """Frame index -> the trained avatar's Splats at that frame, driven by the footage's own audio window and the
     edited expression (``edits`` over ``performance``, the edit session's, replaced from the UI thread). Called on
-    the fetcher's thread only, where it also loads the avatar on first use."""
+    the fetcher's thread only, where it also loads the avatar and bakes its deformation (core.avatar.bake) on first
+    use."""
 
     def __init__(self, project: Project):
         self.project = project
@@ -68,8 +71,10 @@ class AvatarFrames:
 
     def __call__(self, index: int) -> Splats:
         if self._driver is None:
-            self._driver = Driver.load(self.project)
+            driver = Driver.load(self.project)
             self._features = np.ascontiguousarray(load_features(self.project).features, np.float32)
+            driver.bake(self._features)      # real time: a matrix product a frame instead of the network
+            self._driver = driver
         driver = self._driver
         i = min(max(index, 0), len(driver.views) - 1)
         lip = driver.lip(driver.model.audio_window(self._features, i))
@@ -117,6 +122,8 @@ class ViewportPanel(QWidget):
         state.avatar_changed.connect(lambda: self.load_avatar(show=True))
         state.frame_changed.connect(self._frame_changed)
         state.edits.changed.connect(self._edits_changed)
+        state.live_frame.connect(self.show_live)
+        self._live_shown = 0.0                               # when the last live frame's Gaussians went up
         self.load_avatar()
 
     def mode(self) -> str:
@@ -144,6 +151,20 @@ class ViewportPanel(QWidget):
             self._set_mode(AVATAR)
         elif not exists and self.mode() == AVATAR:
             self._set_mode(FILE)
+
+    def show_live(self, frame) -> None:
+        """Live mode's Gaussians (a core.live.session.LiveFrame's), at most LIVE_RATE times a second and only when
+        the Viewport is in view: uploading and drawing them costs the CPU the live frames need. None: live mode
+        ended, back to the playhead's avatar."""
+        if frame is None:
+            self._mode_changed()
+            return
+        now = time.monotonic()
+        if frame.gaussians is None or not self.isVisible() or now - self._live_shown < 1.0 / LIVE_RATE:
+            return
+        self._live_shown = now
+        self.view.set_splats(gaussians_to_splats(frame.gaussians), keep_view=True)
+        self.file_label.setText(f"Live: frame {frame.k}")
 
     def shutdown(self) -> None:
         self.avatar_frames.close()
