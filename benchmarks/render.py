@@ -1,4 +1,5 @@
-"""Rendering benchmark: one table, every row beside the naive pair-list torch rasterizer of the same run.
+"""Rendering benchmark: one table, every row beside the naive pair-list torch rasterizer of the same run; then the
+tile rasterizer beside one busy process.
 
     .venv/bin/python benchmarks/render.py [--quick]
 
@@ -8,12 +9,17 @@ set beside the naive rasterizer's forward only. Each measurement runs in a fresh
 memory is that process's peak RSS growth (resource.getrusage) over its state after a warm-up.
 Scenes are Splats.random (means in a cube filling the view, scales 0.2-1.2% of it: a 3-sigma area of
 10-120 pixels each, opacities 0.1-0.9) seen by Splats.default_camera.
+
+Second table: the tile rasterizer's forward + backward at 10k Gaussians 256x256 on 1 and 2 threads (numba's and
+torch's), idle and beside one CPU-bound process the benchmark starts (a Python busy loop): how each thread count
+survives a machine that is never idle (core/threads.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -137,10 +143,13 @@ def measure(kind: str, n: int, size: int, reps: int) -> dict:
     return {"seconds": statistics.median(times), "peak": peak - base}
 
 
-def in_subprocess(kind: str, n: int, size: int, reps: int) -> dict:
-    """measure() in a fresh interpreter; {"error": ...} when it fails."""
+def in_subprocess(kind: str, n: int, size: int, reps: int, threads: int | None = None) -> dict:
+    """measure() in a fresh interpreter (on ``threads`` numba and torch threads; default: theirs); {"error": ...}
+    when it fails."""
     cmd = [sys.executable, __file__, "--worker", kind, str(n), str(size), str(reps)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    env = None if threads is None else {**os.environ, "NUMBA_NUM_THREADS": str(threads),
+                                        "OMP_NUM_THREADS": str(threads), "BENCH_TORCH_THREADS": str(threads)}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -163,6 +172,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         kind, n, size, reps = args.worker
+        if "BENCH_TORCH_THREADS" in os.environ:
+            torch.set_num_threads(int(os.environ["BENCH_TORCH_THREADS"]))
         print(json.dumps(measure(kind, int(n), int(size), int(reps))))
         return
     many = 5 if args.quick else 15
@@ -189,6 +200,34 @@ def main() -> None:
         print("| " + " | ".join(str(x).ljust(w) for x, w in zip(line, widths)) + " |")
     print("GL rows: render() into a float framebuffer + finish, orbiting 0.02 rad a frame (every frame")
     print("re-sorts); naive there is its forward only (no grad), as frames/s.")
+    print()
+    under_load(many)
+
+
+def busy_process() -> subprocess.Popen:
+    """One CPU-bound process (a Python busy loop) until killed: the machine a user's laptop always is."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def under_load(reps: int) -> None:
+    """The tile rasterizer's fwd+bwd at 10k 256² on 1 and 2 threads, idle and beside one busy process."""
+    rows = []
+    for threads in (1, 2):
+        idle = in_subprocess("tile-bwd", 10_000, 256, 2 * reps, threads)
+        load = busy_process()
+        try:
+            time.sleep(0.5)
+            busy = in_subprocess("tile-bwd", 10_000, 256, 2 * reps, threads)
+        finally:
+            load.kill()
+            load.wait()
+        ratio = "n/a" if "error" in idle or "error" in busy else f"{busy['seconds'] / idle['seconds']:.1f}x"
+        rows.append((f"tile fwd+bwd 10k 256², {threads} thread{'s' * (threads > 1)}", fmt_time(idle), fmt_time(busy),
+                     ratio, "<= 2x"))
+    header = ("row", "idle", "beside 1 busy process", "busy / idle", "target")
+    widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(len(header))]
+    for line in [header, tuple("-" * w for w in widths), *rows]:
+        print("| " + " | ".join(str(x).ljust(w) for x, w in zip(line, widths)) + " |")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from core.project import Project, writes_project
 from core.render.api import RenderOutput, rasterize
 from core.speech.targets import tracked_targets
 from core.split import MIN_TRAIN_FRAMES, trained_on, training_frames
+from core.threads import ThreadGovernor
 from core.tracking.regions import eye_boxes, mouth_box
 from core.tracking.template import NOSE_TIP, canonical_mesh
 from core.tracking.track import load_tracking
@@ -305,7 +306,9 @@ class TrainAvatarJob:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"key": key, "trainer": trainer.state_dict(), "history": json.dumps(history)}, tmp)
 
+        governor = ThreadGovernor()        # the process's threads, one while other processes are busy
         while trainer.step < config.steps:
+            governor.update()
             while self.pause.is_set() and not cancel.cancelled:
                 time.sleep(0.05)
             if cancel.cancelled:
