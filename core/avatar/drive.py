@@ -103,8 +103,12 @@ class Driver:
         lips = [self.tracked_lip(i) for i in frames]
         if features is not None:
             lips += [self.lip(self.model.audio_window(features, i)) for i in frames]
+        self.baked = None
+        seen = [(self.gaussians(lips[j], self.views.expr[i]), self.views.camera(i))
+                for j, i in zip(np.linspace(0, len(frames) - 1, config.coverage_frames).astype(int),
+                                frames[np.linspace(0, len(frames) - 1, config.coverage_frames).astype(int)])]
         self.baked = bake(self.model, self.canonical, torch.stack(lips).numpy(), self.views.expr[frames], config,
-                          cancel)
+                          cancel, seen)
         return self.baked
 
     def render(self, source: int, lip: torch.Tensor, expr: np.ndarray, pose: Pose | None = None

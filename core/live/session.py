@@ -37,7 +37,7 @@ from core.audio.stream import StreamingFeatures
 from core.avatar.drive import Driver
 from core.avatar.views import expression_of
 from core.compose.watermark import stamp
-from core.dub import pingpong
+from core.dub import in_order, pingpong
 from core.errors import AvatarStudioError
 from core.expression.edits import edited_performance
 from core.jobs import CancelToken, Progress, ProgressFn, span
@@ -555,36 +555,41 @@ class _FootageLoop:
     own into a short queue: memory holds a few frames whatever the footage's length."""
 
     def __init__(self, path: str, n: int, ahead: int = 8):
-        self._queue: queue.Queue[tuple[int, np.ndarray]] = queue.Queue(maxsize=ahead)
+        self._queue: queue.Queue[tuple[int, np.ndarray] | BaseException] = queue.Queue(maxsize=ahead)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._decode, args=(path, n), name="live-footage", daemon=True)
         self._thread.start()
 
     def _decode(self, path: str, n: int) -> None:
-        from core.dub import in_order
-
         single_threaded()
         k = 0
-        with FrameReader(path, cache_bytes=0) as reader:
-            while not self._stopping.is_set():
-                period = list(pingpong(np.arange(k, k + max(2 * (n - 1), 1)), n))
-                for s, frame in in_order(reader, period):
-                    while not self._stopping.is_set():
-                        try:
-                            self._queue.put((k, frame), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    k += 1
-                    if self._stopping.is_set():
-                        return
+        try:
+            with FrameReader(path, cache_bytes=0) as reader:
+                while not self._stopping.is_set():
+                    for _, frame in in_order(reader, list(pingpong(np.arange(k, k + max(2 * (n - 1), 1)), n))):
+                        if not self._put((k, frame)):
+                            return
+                        k += 1
+        except Exception as e:  # the footage cannot be read: the analysis thread says so
+            self._put(e)
+
+    def _put(self, item) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def frame(self, k: int) -> np.ndarray:
         """Frame k of the loop (called with k = 0, 1, 2, ... in turn)."""
         while True:
-            got, frame = self._queue.get(timeout=5.0)
-            if got == k:
-                return frame
+            item = self._queue.get(timeout=10.0)
+            if isinstance(item, BaseException):
+                raise AvatarStudioError(f"the footage cannot be read for the backdrop: {item}") from item
+            if item[0] == k:
+                return item[1]
 
     def close(self) -> None:
         self._stopping.set()
