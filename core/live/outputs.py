@@ -34,6 +34,9 @@ class TakeRecorder:
             raise ValueError(f"{csv} is not a .csv file in an existing folder")
         self.mp4, self.csv, self.fps, self.first = mp4, csv, fps, first
         self.last: int | None = None          # set by ``end``
+        self.closing = False                  # a thread is ending it (LiveSession.stop_recording)
+        self._closed = False                  # no frame is taken any more
+        self._lock = threading.Lock()
         self._begin = round(first / fps * AUDIO_RATE)   # the take's first sample (stream sample number)
         self._sound = AudioBuffer()
         self._frames = 0
@@ -64,16 +67,17 @@ class TakeRecorder:
 
     def add_frame(self, k: int, image: np.ndarray | None, blendshapes: np.ndarray | None) -> None:
         """Frame ``k`` as shown, or None for a frame dropped (the one before is repeated in its place)."""
-        if k < self.first or (self.last is not None and k > self.last):
-            return
-        while self._previous is not None and self.first + self._frames < k:   # frames that never came
-            self._put(*self._previous)
-        if image is not None:
-            self._put(image, blendshapes)
-        elif self._previous is not None:
-            self._put(*self._previous)
-        if self.last is not None and self.first + self._frames > self.last:
-            self._complete.set()
+        with self._lock:
+            if self._closed or k < self.first or (self.last is not None and k > self.last):
+                return
+            while self._previous is not None and self.first + self._frames < k:   # frames that never came
+                self._put(*self._previous)
+            if image is not None:
+                self._put(image, blendshapes)
+            elif self._previous is not None:
+                self._put(*self._previous)
+            if self.last is not None and self.first + self._frames > self.last:
+                self._complete.set()
 
     def end(self, last: int) -> None:
         """The take ends with frame ``last`` (or before, when an earlier end was set)."""
@@ -108,6 +112,8 @@ class TakeRecorder:
     def close(self) -> list[Path]:
         """Finish the files (the mp4's sound cut at its last frame); the paths written. The error that stopped
         the encoding, if any, is raised after the rest is kept."""
+        with self._lock:
+            self._closed = True
         self._queue.put(None)
         self._thread.join()
         self._sound.finish(round(self._frames / self.fps * AUDIO_RATE))

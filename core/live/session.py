@@ -311,16 +311,21 @@ class LiveSession:
 
     def stop_recording(self, wait: bool = True, at: float | None = None) -> list[Path]:
         """End the take as long as it was recorded (wall time: sound that arrives late still belongs to it) and
-        write its files; the paths written. ``wait``: for its last frames to be shown first (the delay, up to a
-        second more); else the take ends with the frames shown so far (stopping the session). ``at``: the
-        perf_counter time the user stopped it (default: now)."""
-        recorder = self._recorder
-        if recorder is None:
-            return []
+        write its files; the paths written ([] when no take runs, or another thread is already ending it).
+        ``wait``: for its last frames to be shown first (the delay, up to a second more, or until the session
+        stops); else the take ends with the frames shown so far. ``at``: the perf_counter time the user stopped
+        it (default: now)."""
+        with self._record_lock:
+            recorder = self._recorder
+            if recorder is None or recorder.closing:
+                return []
+            recorder.closing = True
         if wait and not self._stopping.is_set():
             at = time.perf_counter() if at is None else at
             recorder.end(recorder.first + round((at - self._record_begun) * float(self.fps)) - 1)
-            recorder.wait(self.delay + 1.0)
+            deadline = time.perf_counter() + self.delay + 1.0
+            while not recorder.wait(0.05) and not self._stopping.is_set() and time.perf_counter() < deadline:
+                pass
         with self._record_lock:
             self._recorder = None
         recorder.end(self._next_show - 1)
@@ -532,7 +537,7 @@ class LiveSession:
         recorder = self._recorder
         if recorder is not None:
             recorder.add_frame(frame.k, frame.image, frame.blendshapes)
-            if recorder.complete:        # a timed take is over: written off this thread
+            if recorder.complete and not recorder.closing:   # a timed take is over: written off this thread
                 threading.Thread(target=self._finish_take, args=(recorder,), name="live-take-end", daemon=True).start()
         if self._vcam is not None:
             self._vcam.send(frame.image)
@@ -541,7 +546,7 @@ class LiveSession:
 
     def _finish_take(self, recorder: TakeRecorder) -> None:
         if self._recorder is recorder:
-            self.stop_recording(wait=False)
+            self.stop_recording(wait=False)     # a no-op when another thread is ending it already
 
     def _show_gap(self, k: int) -> None:
         """Frame k was dropped: a take repeats the frame before in its place."""

@@ -104,7 +104,7 @@ class LivePanel(QWidget):
         self.vcam_box.setToolTip("Send the frames to a webcam other applications can choose (v4l2loopback on Linux, "
                                  "OBS's camera on Windows and macOS)")
         self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(lambda: self.start())
+        self.start_button.clicked.connect(lambda: self.stop() if self.session is not None else self.start())
         self.record_button = QPushButton("Record…")
         self.record_button.setToolTip("Record a take: the frames with the input's sound (mp4), and the blendshapes "
                                       "that drove them (CSV beside it)")
@@ -325,11 +325,6 @@ class LivePanel(QWidget):
         running = self.session is not None
         self.start_button.setEnabled(ready and not self.stopping)
         self.start_button.setText("Stopping…" if self.stopping else "Stop" if running else "Start")
-        try:
-            self.start_button.clicked.disconnect()
-        except RuntimeError:
-            pass
-        self.start_button.clicked.connect(self.stop if running else (lambda: self.start()))
         self.record_button.setEnabled(running)
         self.input_box.setEnabled(not running)
         self.backdrop_box.setEnabled(not running)
