@@ -275,16 +275,18 @@ def cmd_dub(args: argparse.Namespace) -> int:
 def cmd_speech_model_train(args: argparse.Namespace) -> int:
     import platformdirs
 
-    from core.speech.train import SpeechModelTrainJob
+    from core.speech.model import LIVE_FILE, LIVE_MODEL, SHIPPED_FILE
+    from core.speech.train import SpeechModelTrainJob, SpeechTrainConfig
 
     data = Path(platformdirs.user_data_dir("avatar-studio", appauthor=False))
-    out = Path(args.out) if args.out else data / "speech_model.pt"
+    out = Path(args.out) if args.out else data / (LIVE_FILE if args.live else SHIPPED_FILE)
+    config = SpeechTrainConfig(model=LIVE_MODEL) if args.live else SpeechTrainConfig()
     cache = (Path(args.cache) if args.cache
              else Path(platformdirs.user_cache_dir("avatar-studio", appauthor=False)) / "speech-corpus")
     if not out.parent.is_dir():
         out.parent.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
-    result = run_with_bar(SpeechModelTrainJob(Path(args.corpus), out, cache, clips=tuple(args.clips or ())))
+    result = run_with_bar(SpeechModelTrainJob(Path(args.corpus), out, cache, config, tuple(args.clips or ())))
     v = result.card["validation"]
     say(f"Speech model: {len(result.card['trained_on'])} clips -> {out} (sha256 {result.card['sha256'][:12]}...)")
     say(f"  held-out speakers ({v['method']}): lip-opening r median {v['median_speaker_r']:.3f} at lag 0, "
@@ -455,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="FILE", help="the model file (default: the user data folder's speech_model.pt)")
     t.add_argument("--cache", metavar="DIR", help="where tracked clips are kept between runs (default: user cache)")
     t.add_argument("--clips", nargs="+", metavar="NAME", help="only these clips of clips.csv (file names)")
+    t.add_argument("--live", action="store_true", help="the live model: a shorter look-ahead and less computing "
+                                                       "(live mode's; default file speech_model_live.pt)")
     t.set_defaults(func=cmd_speech_model_train)
 
     s = sub.add_parser("expression-model", help="the expression generator (brows and blinks from speech)")

@@ -24,6 +24,7 @@ from core.live.session import LiveConfig, LiveSession, prepare
 from core.media import AUDIO_RATE, load_audio, probe, write_wav
 from core.project import Project
 from core.speech.lipsync import blendshape_track, speech_model
+from core.speech.model import live_model
 from core.speech.frontend import Frontend
 from core.speech.targets import SPEECH_SHAPES
 
@@ -59,16 +60,19 @@ def test_baked_deformation_follows_the_network(may):
         assert torch.equal(baked["colors"], got["colors"][kept])
 
 
-def _session(project, source, tmp_path, **config) -> tuple[LiveSession, list]:
+def _session(project, source, tmp_path, model: str = "live", **config) -> tuple[LiveSession, list]:
     frames: list = []
-    session = LiveSession(prepare(project), source, LiveConfig(render_threads=1, **config), on_frame=frames.append)
+    session = LiveSession(prepare(project, model), source, LiveConfig(render_threads=1, **config),
+                          on_frame=frames.append)
     return session, frames
 
 
-def test_live_take_from_a_file_matches_the_offline_speech(may, speech_3s, tmp_path):
+@pytest.mark.parametrize("model", ["live", "project"])
+def test_live_take_from_a_file_matches_the_offline_speech(may, speech_3s, tmp_path, model):
     """A 3 s file played in real time: frames are shown, the take is an H.264 + AAC mp4 of one frame per 1/25 s
-    with the sound, and its CSV's mouth shapes are what the offline lip sync gives for the same speech."""
-    session, frames = _session(may, FileSource(speech_3s), tmp_path)
+    with the sound, and its CSV's mouth shapes are what the offline lip sync of the same speech model gives for the
+    same speech (the live model, or the project's)."""
+    session, frames = _session(may, FileSource(speech_3s), tmp_path, model)
     session.record(tmp_path / "take.mp4", tmp_path / "take.csv")
     session.start()
     assert session.wait(30.0), "the session did not stop at the file's end"
@@ -88,8 +92,8 @@ def test_live_take_from_a_file_matches_the_offline_speech(may, speech_3s, tmp_pa
 
     take = read_csv(tmp_path / "take.csv", fps=25)
     assert len(take) == info.frame_count
-    model = speech_model()
-    offline = blendshape_track(model, Frontend(model.net.config.frontend), load_audio(speech_3s), Fraction(25))
+    saved = live_model() if model == "live" else speech_model()
+    offline = blendshape_track(saved, Frontend(saved.net.config.frontend), load_audio(speech_3s), Fraction(25))
     columns = [ARKIT_NAMES.index(n[0].upper() + n[1:]) for n in SPEECH_SHAPES]
     shown = np.array([f.k for f in frames])                 # a dropped frame's row repeats the one before
     np.testing.assert_allclose(take.blendshapes[shown - first][:, columns], from_mediapipe(offline)[shown][:, columns],
@@ -148,6 +152,13 @@ def test_a_refused_sample_rate_is_a_clear_message(monkeypatch):
     source = DeviceSource(InputDevice(1, "Odd interface", 11025, 1))
     with pytest.raises(LiveInputError, match="records neither at 16000 Hz nor at its default 11025 Hz"):
         source.start(lambda c, t: None, lambda m: None, lambda: None)
+
+
+def test_the_live_speech_model_is_shipped_with_its_card_and_looks_ahead_less():
+    live, offline = live_model(), speech_model()
+    assert live.net.config.lookahead_s < offline.net.config.lookahead_s
+    assert live.card["validation"]["median_speaker_r"] > 0.6 and live.card["trained_on"]
+    assert live.net.config.outputs == offline.net.config.outputs       # the same avatar calibration reads both
 
 
 def test_a_file_without_sound_is_refused(media_dir, tmp_path):

@@ -49,18 +49,22 @@ from core.options import option
 from core.project import Project
 from core.speech.frontend import Frontend
 from core.speech.lipsync import speech_model
+from core.speech.model import SavedModel, live_model
 from core.speech.stream import StreamingSpeech
 from core.speech.targets import SHAPE_INDEX, SPEECH_SHAPES
 from core.threads import single_threaded
 from core.tracking.track import load_tracking
 
 BACKDROPS = ("footage", "still", "colour")   # behind the face: the footage in ping-pong, its first frame, a colour
+SPEECH_MODELS = ("live", "project")          # the shipped live speech model, or the project's (its dubs')
 
 
 @dataclass(frozen=True)
 class LiveConfig:
     backdrop: str = option("footage", "behind the face: the footage in ping-pong, its first frame, or a plain colour",
                            choices=BACKDROPS)
+    speech_model: str = option("live", "the live speech model (140 ms from sound to mouth, less computing) or the "
+                                       "project's (its dubs' own: 240 ms)", choices=SPEECH_MODELS)
     colour: tuple[int, int, int] = (40, 40, 46)   # the plain backdrop, RGB
     height: int = option(512, "the frames' height in pixels; the width keeps the footage's aspect", metavar="PX")
     render_threads: int = option(2, "frames rendered side by side, each on a thread of its own", metavar="N")
@@ -70,6 +74,8 @@ class LiveConfig:
     watermark: bool = option(True, "no visible AI-generated mark on the frames")
 
     def __post_init__(self) -> None:
+        if self.speech_model not in SPEECH_MODELS:
+            raise ValueError(f"the speech model {self.speech_model!r} is not one of {', '.join(SPEECH_MODELS)}")
         if self.backdrop not in BACKDROPS:
             raise ValueError(f"the backdrop {self.backdrop!r} is not one of {', '.join(BACKDROPS)}")
         if self.height < 64 or self.height % 2:
@@ -91,19 +97,36 @@ class LiveAvatar:
     blendshapes: np.ndarray           # float32 [T,52] the edited performance (the upper face, the CSV's other columns)
     expr: np.ndarray                  # float32 [T,E] its expression
     pose: tuple[np.ndarray, np.ndarray] | None   # edited head poses rot [T,3,3], trans [T,3]; None: the tracked ones
-    encoder: SpeechEncoder | AveEncoder
-    absolute: Callable[[np.ndarray], np.ndarray] | None   # the speech model's z-scores [n,K] -> blendshape values
+    speech: SavedModel | None         # the speech model streamed (None: the project's AVE is)
+    ave: AveEncoder | None
+    model: str                        # which speech model: one of SPEECH_MODELS
 
     def stream(self) -> StreamingSpeech | StreamingFeatures:
-        if isinstance(self.encoder, AveEncoder):
-            return StreamingFeatures(self.encoder, self.fps)
-        model = speech_model(self.encoder.model_path)
-        return StreamingSpeech(model.net, Frontend(model.net.config.frontend), self.fps)
+        if self.speech is None:
+            return StreamingFeatures(self.ave, self.fps)
+        return StreamingSpeech(self.speech.net, Frontend(self.speech.net.config.frontend), self.fps)
+
+    def features(self, z: np.ndarray) -> np.ndarray:
+        """The avatar's audio features [n,D] of streamed rows [n,D] (the speech model's z-scores scaled as the
+        speech encoder scales them; the AVE's as they are)."""
+        return z if self.speech is None else z / self.speech.net.gain.numpy()
+
+    def mouth_blendshapes(self, z: np.ndarray) -> np.ndarray | None:
+        """The speech shapes' values [n,S] (SPEECH_SHAPES, in [0,1]) of the speech model's z-scores [n,K]."""
+        if self.speech is None:
+            return None
+        net = self.speech.net
+        return np.clip(net.absolute(z)[:, [net.config.outputs.index(n) for n in SPEECH_SHAPES]], 0.0, 1.0)
 
 
-def prepare(project: Project, progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> LiveAvatar:
-    """Load the project's avatar for live mode and bake its deformation (a few seconds); AvatarStudioError when its
-    audio encoder cannot stream (the per-clip log-mel, Whisper)."""
+def prepare(project: Project, model: str = "live", progress: ProgressFn | None = None,
+            cancel: CancelToken | None = None) -> LiveAvatar:
+    """Load the project's avatar for live mode and bake its deformation (a few seconds). ``model``: "live" streams
+    the shipped live speech model (core.speech.model.LIVE_MODEL: less look-ahead and computing), "project" the one
+    the project's features (and its dubs) come from. AvatarStudioError when the project's audio encoder cannot
+    stream (the per-clip log-mel, Whisper)."""
+    if model not in SPEECH_MODELS:
+        raise ValueError(f"the speech model {model!r} is not one of {', '.join(SPEECH_MODELS)}")
     report = progress or (lambda p: None)
     cancel = cancel or CancelToken()
     report(Progress(0.0, "Loading the avatar"))
@@ -118,15 +141,14 @@ def prepare(project: Project, progress: ProgressFn | None = None, cancel: Cancel
     report(Progress(0.2, "Baking the avatar for real time"))
     driver.bake(load_features(project).features, cancel=cancel)
     driver.canonical  # computed here, not on the first live frame
-    absolute = None
+    speech = None
     if isinstance(encoder, SpeechEncoder):
-        net = speech_model(encoder.model_path).net
-        columns = [net.config.outputs.index(n) for n in SPEECH_SHAPES]
-        absolute = lambda z: np.clip(net.absolute(z)[:, columns], 0.0, 1.0)  # noqa: E731
-    report(Progress(1.0, f"{len(driver.model):,} Gaussians baked"))
+        speech = live_model() if model == "live" else speech_model(encoder.model_path)
+    report(Progress(1.0, f"{len(driver.baked.kept):,} Gaussians baked"))
     return LiveAvatar(project, driver, Fraction(project.checked_footage().info["fps"]),
                       project.checked_footage().path, edited.blendshapes, expression_of(edited.blendshapes),
-                      (edited.rot, edited.trans) if edited.posed else None, encoder, absolute)
+                      (edited.rot, edited.trans) if edited.posed else None, speech,
+                      encoder if isinstance(encoder, AveEncoder) else None, model)
 
 
 @dataclass
@@ -400,8 +422,6 @@ class LiveSession:
         keep = model.audio_frames + self.lookahead + 1
         rows: deque[np.ndarray] = deque(maxlen=keep)       # the latest features [D], of frames known-len .. known-1
         z_rows: deque[np.ndarray] = deque(maxlen=keep)     # and the speech model's z-scores [K]
-        scale = None if isinstance(self.avatar.encoder, AveEncoder) else \
-            speech_model(self.avatar.encoder.model_path).net.gain.numpy()
         known = k = 0
         while not self._stopping.is_set():
             with self._audio_ready:
@@ -416,9 +436,9 @@ class LiveSession:
                 out = self._speech.flush()
             else:
                 continue
-            for row in out:
-                z_rows.append(row)
-                rows.append(row if scale is None else row / scale)
+            for z, row in zip(out, self.avatar.features(out)):
+                z_rows.append(z)
+                rows.append(row)
                 known += 1
                 while k + self.lookahead < known:       # frame k's sound is all in
                     self._queue(k, rows, z_rows, known)
@@ -441,8 +461,9 @@ class LiveSession:
         source = int(pingpong(k, self.n_footage)) if self._footage_frames is not None else self._still_source
         backdrop = self._footage_frames.frame(k) if self._footage_frames is not None else self._still
         blendshapes = avatar.blendshapes[source].copy()
-        if avatar.absolute is not None:
-            blendshapes[SHAPE_INDEX] = avatar.absolute(z_rows[k - first_row][None])[0]
+        mouth = avatar.mouth_blendshapes(z_rows[k - first_row][None])
+        if mouth is not None:
+            blendshapes[SHAPE_INDEX] = mouth[0]
         heard = self.arrival(round((k + 1) / float(self.fps) * AUDIO_RATE) - 1)
         with self._jobs_ready:
             while wait and len(self._jobs) >= 2 * self.config.render_threads and not self._stopping.is_set():
@@ -629,7 +650,7 @@ class LiveJob:
     def run(self, progress: ProgressFn, cancel: CancelToken) -> LiveRun:
         single_threaded()
         source = open_input(self.input)
-        avatar = prepare(self.project, span(progress, 0.0, 0.2), cancel)
+        avatar = prepare(self.project, self.config.speech_model, span(progress, 0.0, 0.2), cancel)
         latencies: list[float] = []
         session = LiveSession(avatar, source, self.config, on_frame=lambda f: latencies.append(f.latency),
                               virtual_camera=self.virtual_camera)
