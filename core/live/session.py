@@ -362,14 +362,15 @@ class LiveSession:
         now = time.perf_counter()
         s = self._stats
         s.seconds = now - self._begun if self._begun else 0.0
-        recent = [lat for shown, lat in self._recent if shown > now - 5.0]
+        shown_latency, cpu = tuple(self._recent), tuple(self._cpu)   # copies: the presenter appends as we read
+        recent = [lat for shown, lat in shown_latency if shown > now - 5.0]
         if recent:
             s.latency_ms = 1e3 * statistics.median(recent)
             s.latency_p95_ms = 1e3 * float(np.percentile(recent, 95))
-        window = [shown for shown, _ in self._recent if shown > now - 2.0]
+        window = [shown for shown, _ in shown_latency if shown > now - 2.0]
         s.fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 2 and window[-1] > window[0] else 0.0
-        if len(self._cpu) > 1:
-            (w0, c0), (w1, c1) = self._cpu[0], self._cpu[-1]
+        if len(cpu) > 1:
+            (w0, c0), (w1, c1) = cpu[0], cpu[-1]
             s.cpu = (c1 - c0) / max(w1 - w0, 1e-9) / (os.cpu_count() or 1)
         s.level_db = self._level
         recorder = self._recorder
