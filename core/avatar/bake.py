@@ -8,9 +8,8 @@ the footage's frames, driven both by their tracked mouths and by their audio, wi
 frames so that blinks and brows vary apart from the mouth. (Adding each input's square fitted the samples better
 and held-out frames worse.) Gaussians that cover less than ``min_coverage`` of a pixel (their summed blending
 weight over the image) on every sample frame are left out: on the May avatar a third of them, for 0.06 dB of
-held-out face PSNR (benchmarks/live.py has the bake's whole cost). The exact network stays for exports
-(dubs, evaluation); the baked one serves the Viewport and live mode, and its cost in face PSNR is measured by
-benchmarks/live.py.
+held-out face PSNR. The exact network stays for exports (dubs, evaluation); the baked one serves the Viewport and
+live mode, and its whole cost in face PSNR is measured by benchmarks/live.py.
 """
 
 from __future__ import annotations
@@ -26,8 +25,7 @@ from core.avatar.model import AvatarModel, Canonical, quat_multiply
 from core.jobs import CancelToken
 from core.render.api import rasterize
 from core.render.camera import Camera
-
-SH_C0 = 0.28209479177387814   # the degree-0 spherical harmonic: a colour coefficient's weight in the pixel
+from core.render.splats import SH_C0
 
 
 @dataclass(frozen=True)

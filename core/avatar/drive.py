@@ -103,10 +103,9 @@ class Driver:
         lips = [self.tracked_lip(i) for i in frames]
         if features is not None:
             lips += [self.lip(self.model.audio_window(features, i)) for i in frames]
-        self.baked = None
-        seen = [(self.gaussians(lips[j], self.views.expr[i]), self.views.camera(i))
-                for j, i in zip(np.linspace(0, len(frames) - 1, config.coverage_frames).astype(int),
-                                frames[np.linspace(0, len(frames) - 1, config.coverage_frames).astype(int)])]
+        self.baked = None                                     # the coverage frames through the network
+        picks = np.linspace(0, len(frames) - 1, config.coverage_frames).astype(int)
+        seen = [(self.gaussians(lips[j], self.views.expr[frames[j]]), self.views.camera(frames[j])) for j in picks]
         self.baked = bake(self.model, self.canonical, torch.stack(lips).numpy(), self.views.expr[frames], config,
                           cancel, seen)
         return self.baked
