@@ -51,7 +51,7 @@ from core.speech.frontend import Frontend
 from core.speech.lipsync import speech_model
 from core.speech.model import SavedModel, live_model
 from core.speech.stream import StreamingSpeech
-from core.speech.targets import SHAPE_INDEX, SPEECH_SHAPES
+from core.speech.targets import SHAPE_INDEX
 from core.threads import single_threaded
 from core.tracking.track import load_tracking
 
@@ -113,10 +113,7 @@ class LiveAvatar:
 
     def mouth_blendshapes(self, z: np.ndarray) -> np.ndarray | None:
         """The speech shapes' values [n,S] (SPEECH_SHAPES, in [0,1]) of the speech model's z-scores [n,K]."""
-        if self.speech is None:
-            return None
-        net = self.speech.net
-        return np.clip(net.absolute(z)[:, [net.config.outputs.index(n) for n in SPEECH_SHAPES]], 0.0, 1.0)
+        return None if self.speech is None else self.speech.net.speech_shapes(z)
 
 
 def prepare(project: Project, model: str = "live", progress: ProgressFn | None = None,

@@ -14,7 +14,7 @@ from core.jobs import CancelToken, Progress, ProgressFn, span
 from core.media import AUDIO_RATE, load_audio
 from core.speech.frontend import Frontend
 from core.speech.model import SavedModel, at_frames, load_model, shipped_model
-from core.speech.targets import SHAPE_INDEX, SPEECH_SHAPES
+from core.speech.targets import SHAPE_INDEX
 from core.tracking.landmarks import BLENDSHAPE_NAMES
 
 FRAME_RATES = (24, 25, 30, 50, 60)  # what animation tools take a blendshape CSV at
@@ -36,10 +36,8 @@ def blendshape_track(model: SavedModel, frontend: Frontend, audio: np.ndarray, f
     """float32 [T,52] blendshapes in MediaPipe's order (core.tracking.landmarks.BLENDSHAPE_NAMES), in [0,1], for
     audio float32 [S] at 16 kHz: the speech shapes from the model at the corpus's typical range, the rest 0."""
     n_frames = max(int(np.floor(len(audio) / AUDIO_RATE * float(fps))), 1)
-    absolute = model.net.absolute(estimates(model, frontend, audio, n_frames, fps, progress, cancel))   # [T,K]
     out = np.zeros((n_frames, len(BLENDSHAPE_NAMES)), np.float32)
-    columns = [model.net.config.outputs.index(n) for n in SPEECH_SHAPES]
-    out[:, SHAPE_INDEX] = np.clip(absolute[:, columns], 0.0, 1.0)
+    out[:, SHAPE_INDEX] = model.net.speech_shapes(estimates(model, frontend, audio, n_frames, fps, progress, cancel))
     return out
 
 

@@ -30,7 +30,7 @@ from core.errors import AvatarStudioError
 from core.fsutil import atomic_path
 from core.project import file_sha256
 from core.speech.frontend import FrontendConfig
-from core.speech.targets import OUTPUTS
+from core.speech.targets import OUTPUTS, SPEECH_SHAPES
 
 SHIPPED_FILE = "speech_model.pt"      # in resources/models/, with SHIPPED_FILE + ".sha256" and the model card
 LIVE_FILE = "speech_model_live.pt"    # the live model (LIVE_MODEL's config), beside it with its hash and card
@@ -92,6 +92,12 @@ class SpeechToFace(nn.Module):
         """float32 [...,K]: estimated z-scores in each output's own units at the corpus's typical level and spread
         (estimates vary less than what they estimate: ``gain`` restores their typical range)."""
         return (z / self.gain.numpy() * self.spread.numpy() + self.level.numpy()).astype(np.float32)
+
+    def speech_shapes(self, z: np.ndarray) -> np.ndarray:
+        """float32 [n,S]: the SPEECH_SHAPES blendshapes (in [0,1]) of estimated z-scores [n,K], at the corpus's
+        typical range."""
+        columns = [self.config.outputs.index(name) for name in SPEECH_SHAPES]
+        return np.clip(self.absolute(z)[:, columns], 0.0, 1.0)
 
 
 def frame_positions(n_frames: int, fps: Fraction | float) -> np.ndarray:
