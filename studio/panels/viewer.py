@@ -157,11 +157,12 @@ class ViewerPanel(QWidget):
         self._request_composite()
         self.update()
 
-    def image_rect(self) -> QRect:
-        """Where the frame is drawn: as large as fits, centred, aspect kept."""
-        if self._image is None:
+    def image_rect(self, image: QImage | None = None) -> QRect:
+        """Where the frame (or ``image``) is drawn: as large as fits, centred, aspect kept."""
+        image = image or self._image
+        if image is None:
             return QRect()
-        iw, ih = self._image.width(), self._image.height()
+        iw, ih = image.width(), image.height()
         s = min(self.width() / iw, self.height() / ih)
         w, h = int(iw * s), int(ih * s)
         return QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
@@ -214,10 +215,7 @@ class ViewerPanel(QWidget):
 
     def _paint_live(self, p: QPainter) -> None:
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        iw, ih = self._live_image.width(), self._live_image.height()
-        s = min(self.width() / iw, self.height() / ih)
-        w, h = int(iw * s), int(ih * s)
-        rect = QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
+        rect = self.image_rect(self._live_image)
         p.drawImage(rect, self._live_image)
         badge = QRect(rect.x() + 8, rect.y() + 8, 52, 22)
         p.fillRect(badge, QColor(200, 30, 40))
