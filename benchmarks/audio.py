@@ -85,7 +85,7 @@ def streaming_cost(encoder: AveEncoder, audio: np.ndarray) -> tuple[float, float
         stream.push(audio[start:start + chunk])
         costs.append((time.perf_counter() - t) * 1000)
     costs = np.array(costs[25:])  # the first second warms caches
-    return float(np.median(costs)), float(np.percentile(costs, 95)), stream.lookahead_s * 1000
+    return float(np.median(costs)), float(np.percentile(costs, 95)), stream.latency_s * 1000
 
 
 def main() -> None:

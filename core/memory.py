@@ -12,8 +12,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 M_MMAP_THRESHOLD = -3       # mallopt's parameter number (glibc's malloc.h)
 THRESHOLD = 128 * 1024      # glibc's own starting value, held fixed
@@ -38,14 +36,8 @@ def hold_mmap_threshold() -> bool:
     return _held
 
 
-@contextmanager
-def realtime_allocations() -> Iterator[None]:
-    """Within: per-frame buffers come from the heap (see the module's docstring); after: the held threshold again,
-    when one was held."""
+def realtime_allocations(on: bool) -> None:
+    """On: per-frame buffers come from the heap (see the module's docstring); off: the held threshold again, when
+    one was held."""
     if _held:
-        _mallopt(REALTIME_THRESHOLD)
-    try:
-        yield
-    finally:
-        if _held:
-            _mallopt(THRESHOLD)
+        _mallopt(REALTIME_THRESHOLD if on else THRESHOLD)

@@ -78,8 +78,8 @@ def test_streaming_equals_offline_in_random_chunks(media_dir, encoder):
     assert np.abs(streamed - offline).max() < 1e-5
     # The documented lookahead: frame i arrives once audio up to i/fps + lookahead is in, not later.
     for i in (0, 100, 1000):
-        assert ready_at[i] <= round((i / 25 + stream.lookahead_s) * 16000) + 16000
-    assert stream.lookahead_s == pytest.approx(0.1625)
+        assert ready_at[i] <= round((i / 25 + stream.latency_s) * 16000) + 16000
+    assert stream.latency_s == pytest.approx(0.1625)
 
 
 def test_streaming_frame_by_frame_latency(encoder):
@@ -91,7 +91,7 @@ def test_streaming_frame_by_frame_latency(encoder):
         got = stream.push(tone[k * 640:(k + 1) * 640])
         first_frames.append(stream.frames_done - len(got) if len(got) else None)
     delays = [k - f for k, f in enumerate(first_frames) if f is not None]
-    assert delays and max(delays) <= int(np.ceil(stream.lookahead_s * 25))
+    assert delays and max(delays) <= int(np.ceil(stream.latency_s * 25))
 
 
 def test_streaming_refuses_whisper():

@@ -1,7 +1,7 @@
 """Streaming audio features for live input: push chunks of any size, get each video frame's feature as soon
 as its mel window is complete.
 
-The latency floor is fixed: frame i (at time i/fps) is ready once audio up to i/fps + ``lookahead_s`` has
+The latency floor is fixed: frame i (at time i/fps) is ready once audio up to i/fps + ``latency_s`` has
 arrived (162.5 ms for our encoder's window, which looks 160 ms ahead; see core.audio.mel). The features
 equal the offline ones on the same audio: mel frames are computed from the same samples by the same
 function, and ``flush`` ends the stream with the zeros the offline pass pads with.
@@ -40,7 +40,8 @@ class StreamingFeatures:
         self.frames_done = 0                                                       # features returned
 
     @property
-    def lookahead_s(self) -> float:
+    def latency_s(self) -> float:
+        """Audio past a frame's time that must arrive before the frame is out (as StreamingSpeech's)."""
         return lookahead_seconds(self.fps, self.cfg)
 
     def push(self, chunk: np.ndarray) -> np.ndarray:

@@ -142,8 +142,9 @@ def prepare(project: Project, model: str = "live", progress: ProgressFn | None =
     if isinstance(encoder, SpeechEncoder):
         speech = live_model() if model == "live" else speech_model(encoder.model_path)
     report(Progress(1.0, f"{len(driver.baked.kept):,} Gaussians baked"))
-    return LiveAvatar(project, driver, Fraction(project.checked_footage().info["fps"]),
-                      project.checked_footage().path, edited.blendshapes, expression_of(edited.blendshapes),
+    footage = project.checked_footage()
+    return LiveAvatar(project, driver, Fraction(footage.info["fps"]),
+                      footage.path, edited.blendshapes, expression_of(edited.blendshapes),
                       (edited.rot, edited.trans) if edited.posed else None, speech,
                       encoder if isinstance(encoder, AveEncoder) else None, model)
 
@@ -208,8 +209,7 @@ class LiveSession:
         self.lookahead = driver.model.audio_lookahead if config.lookahead is None else \
             min(config.lookahead, driver.model.audio_lookahead)
         self._speech = avatar.stream()
-        latency = getattr(self._speech, "latency_s", None) or self._speech.lookahead_s
-        self.delay = latency + self.lookahead / float(self.fps) + config.margin_s   # sound in -> frame shown
+        self.delay = self._speech.latency_s + self.lookahead / float(self.fps) + config.margin_s  # sound -> frame
         with FrameReader(avatar.footage) as reader:
             self.frame_size = reader.size                                          # (W,H) of the footage
             self._still_source = int(np.flatnonzero(driver.views.valid)[0]) if driver.views.valid.any() else 0
@@ -242,13 +242,12 @@ class LiveSession:
         self.message = ""
         self.last_take: tuple[int, list[Path]] | None = None   # the last take's first frame and files
         self._record_begun = 0.0
-        self._realtime = realtime_allocations()
         self._monitor: Monitor | None = None
 
     # -- control ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._realtime.__enter__()
+        realtime_allocations(True)
         self._begun = time.perf_counter()
         self._cpu.append((self._begun, time.process_time()))
         names = [("live-analysis", self._analyse)] + \
@@ -288,7 +287,7 @@ class LiveSession:
             self._vcam.close()
         self.set_monitor(False)
         if self._begun:
-            self._realtime.__exit__(None, None, None)
+            realtime_allocations(False)
         self._stopped.set()
         if self.on_stopped is not None:
             self.on_stopped(self.message)
@@ -304,10 +303,6 @@ class LiveSession:
             self._monitor, note = Monitor.open()
             return note
         return ""
-
-    @property
-    def running(self) -> bool:
-        return self._begun > 0 and not self._stopping.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the session has stopped (a file's end, a failure, ``stop``) and its take is written; True
