@@ -140,6 +140,8 @@ def test_no_input_device_is_a_clear_message(monkeypatch):
     assert find_device("built-in").index == 3
     with pytest.raises(LiveInputError, match="no audio input matches 'usb'.*3: Built-in Microphone"):
         find_device("usb")
+    monkeypatch.setattr(live_input, "input_devices", lambda: [InputDevice(4, "USB Audio 2.0", 48000, 1)])
+    assert live_input.open_input("USB Audio 2.0").device.index == 4       # a dotted name is a device, not a file
 
 
 def test_a_refused_sample_rate_is_a_clear_message(monkeypatch):

@@ -24,6 +24,8 @@ from core.media import AUDIO_RATE, load_audio, probe
 
 BLOCK_S = 0.01           # a chunk: 10 ms of sound
 STALL_S = 0.5            # a device that delivers nothing this long has stopped
+SOUND_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".aif", ".aiff", ".mp4", ".mov",
+                  ".mkv"}  # an input named so is a file (a device's name may hold a dot: "USB Audio 2.0")
 
 Deliver = Callable[[np.ndarray, float], None]
 Failed = Callable[[str], None]
@@ -56,7 +58,7 @@ def input_devices() -> list[InputDevice]:
     try:
         sd = _sounddevice()
         devices = sd.query_devices()
-    except (LiveInputError, Exception):  # PortAudio's own errors are plain Exceptions (sounddevice.PortAudioError)
+    except Exception:  # LiveInputError, or PortAudio's own errors, plain Exceptions (sounddevice.PortAudioError)
         return []
     return [InputDevice(i, d["name"], float(d["default_samplerate"]), int(d["max_input_channels"]))
             for i, d in enumerate(devices) if d["max_input_channels"] > 0]
@@ -214,6 +216,7 @@ class FileSource:
 def open_input(spec: str | None) -> AudioSource:
     """The live input ``spec`` names: a sound file's path (played in real time), an input device's number or part of
     its name, or the default input for None."""
-    if spec is not None and (Path(spec).suffix or Path(spec).exists()):
+    if spec is not None and (Path(spec).exists() or Path(spec).suffix.lower() in SOUND_SUFFIXES or
+                             "/" in spec or "\\" in spec):
         return FileSource(Path(spec))
     return DeviceSource(find_device(spec))
