@@ -153,8 +153,16 @@ class LivePanel(QWidget):
         self.timer.timeout.connect(self._tick)
         state.project_changed.connect(self._project_changed)
         state.stages_changed.connect(self.refresh)
-        self.fill_inputs()
         self.refresh()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """The inputs are listed when the panel shows, not at the studio's start (PortAudio takes its time), and
+        again each time, so a microphone plugged in since appears; the choice made stays."""
+        super().showEvent(event)
+        if self.session is None:
+            chosen = self.input_box.currentData()
+            self.fill_inputs()
+            self.input_box.setCurrentIndex(max(self.input_box.findData(chosen), 0))
 
     # --- inputs ------------------------------------------------------------------------------------------
     def fill_inputs(self) -> None:
