@@ -181,6 +181,11 @@ def compare(scene: dict, camera: Camera, seed: int = 0, image_tol=IMAGE_TOL, gra
     for name in PARAMS:
         assert torch.isfinite(grads[name]).all(), name
         errors["d_" + name] = rel_err(grads[name], ref_grads[name])
+    with torch.no_grad():  # the forward-only path (previews, exports, live): the same images
+        forward = rasterize(**scene, camera=camera, background=background.to(scene["means"].dtype), backend="cpu")
+    for name, a, b in zip(("rgb", "alpha", "depth"), (forward.rgb, forward.alpha, forward.depth), ref_images):
+        assert torch.isfinite(a).all() and a.dtype == scene["means"].dtype, name
+        errors["forward " + name] = rel_err(a, b)
     bad = {k: e for k, e in errors.items() if e > (image_tol if k[:2] != "d_" else grad_tol)}
     assert not bad, f"errors over the bound: {bad}"
     return errors

@@ -20,6 +20,111 @@ N_FEAT = 4  # r, g, b, depth
 N_GRAD = 6 + N_FEAT  # d mean2d (2), d conic (3), d opacity (1), d features (4)
 
 
+NEAR, FAR = 0.01, 1e10  # camera-space z a Gaussian must lie within (core.render.cpu's bounds)
+EPS2D = 0.3  # the anti-aliasing low-pass added to every 2D covariance
+SH = (0.28209479177387814, 0.48860251190292, 1.0925484305920792, 0.31539156525252005, 0.5462742152960396,
+      0.5900435899266435, 2.890611442640554, 0.4570457994644658, 0.3731763325901154, 1.445305721320277)
+
+
+@njit(cache=True, nogil=True)
+def project_forward(means, quats, scales, opac, sh, view, centre, fx, fy, cx, cy, width, height):
+    """The projection, colours and tile ranges of ``core.render.cpu`` for a forward pass only (no autograd), in one
+    pass over the Gaussians: the same rules as ``project``, ``sh_to_rgb``, ``_conics`` and ``_tile_lists``.
+
+    means [N, 3], quats [N, 4], scales [N, 3], opac [N], sh [N, K, 3] (K = 0: the caller sets the colours),
+    view [4, 4], centre [3]. Returns xy [N, 2], conic [N, 3], feat [N, 4] (rgb, depth), rects [N, 4] int64 (tile ranges x0, x1, y0, y1) and order [V] int64:
+    the Gaussians that can reach 1/255 somewhere in the image, front to back.
+    """
+    n = means.shape[0]
+    k_sh = sh.shape[1]
+    tiles_x = (width + TILE - 1) // TILE
+    tiles_y = (height + TILE - 1) // TILE
+    lim_x_pos = (width - cx) / fx + 0.3 * (0.5 * width / fx)
+    lim_x_neg = cx / fx + 0.3 * (0.5 * width / fx)
+    lim_y_pos = (height - cy) / fy + 0.3 * (0.5 * height / fy)
+    lim_y_neg = cy / fy + 0.3 * (0.5 * height / fy)
+    xy = np.zeros((n, 2))
+    conic = np.zeros((n, 3))
+    feat = np.zeros((n, N_FEAT))
+    rects = np.zeros((n, 4), dtype=np.int64)
+    depth = np.zeros(n)
+    bright = np.zeros(n, dtype=np.bool_)
+    r = np.zeros((3, 3))
+    m = np.zeros((3, 3))
+    for i in range(n):
+        px, py, pz = means[i, 0], means[i, 1], means[i, 2]
+        x = view[0, 0] * px + view[0, 1] * py + view[0, 2] * pz + view[0, 3]
+        y = view[1, 0] * px + view[1, 1] * py + view[1, 2] * pz + view[1, 3]
+        z = view[2, 0] * px + view[2, 1] * py + view[2, 2] * pz + view[2, 3]
+        in_front = z >= NEAR and z <= FAR
+        if not in_front:
+            z = 1.0
+        depth[i] = z
+        # rotation of the normalised quaternion (w, x, y, z), times the scales, in camera space
+        qn = max(np.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2), 1e-12)
+        w, a, b, c = quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn
+        r[0, 0], r[0, 1], r[0, 2] = 1 - 2 * (b * b + c * c), 2 * (a * b - w * c), 2 * (a * c + w * b)
+        r[1, 0], r[1, 1], r[1, 2] = 2 * (a * b + w * c), 1 - 2 * (a * a + c * c), 2 * (b * c - w * a)
+        r[2, 0], r[2, 1], r[2, 2] = 2 * (a * c - w * b), 2 * (b * c + w * a), 1 - 2 * (a * a + b * b)
+        for u in range(3):
+            for v in range(3):
+                m[u, v] = (view[u, 0] * r[0, v] + view[u, 1] * r[1, v] + view[u, 2] * r[2, v]) * scales[i, v]
+        tx = z * min(max(x / z, -lim_x_neg), lim_x_pos)
+        ty = z * min(max(y / z, -lim_y_neg), lim_y_pos)
+        j00, j02 = fx / z, -fx * tx / (z * z)
+        j11, j12 = fy / z, -fy * ty / (z * z)
+        # J m: the 2D axes [2, 3]; cov2d = (J m)(J m)^T + eps
+        a0, a1, a2 = j00 * m[0, 0] + j02 * m[2, 0], j00 * m[0, 1] + j02 * m[2, 1], j00 * m[0, 2] + j02 * m[2, 2]
+        b0, b1, b2 = j11 * m[1, 0] + j12 * m[2, 0], j11 * m[1, 1] + j12 * m[2, 1], j11 * m[1, 2] + j12 * m[2, 2]
+        ca = a0 * a0 + a1 * a1 + a2 * a2 + EPS2D
+        cb = a0 * b0 + a1 * b1 + a2 * b2
+        cc = b0 * b0 + b1 * b1 + b2 * b2 + EPS2D
+        mx, my = fx * x / z + cx, fy * y / z + cy
+        xy[i, 0], xy[i, 1] = mx, my
+        mid = 0.5 * (ca + cc)
+        radius = np.ceil(3.0 * np.sqrt(mid + np.sqrt(max(mid * mid - (ca * cc - cb * cb), 0.0))))
+        on_screen = mx + radius > 0 and mx - radius < width and my + radius > 0 and my - radius < height
+        finite = np.isfinite(ca) and np.isfinite(cb) and np.isfinite(cc)
+        if not (in_front and on_screen and finite):
+            conic[i, 0], conic[i, 2] = 1.0, 1.0
+            continue
+        det = ca * cc - cb * cb
+        conic[i, 0], conic[i, 1], conic[i, 2] = cc / det, -cb / det, ca / det
+        bright[i] = opac[i] >= ALPHA_MIN
+        # the opacity-aware box of the tiles it can reach
+        reach = np.sqrt(2.0 * np.log(max(opac[i], ALPHA_MIN) * 255.0))
+        ext_x = reach * np.sqrt(ca) * (1 + 1e-6) + 1e-3
+        ext_y = reach * np.sqrt(cc) * (1 + 1e-6) + 1e-3
+        rects[i, 0] = int(min(max(np.floor((mx - ext_x) / TILE), 0.0), tiles_x))
+        rects[i, 1] = int(min(max(np.floor((mx + ext_x) / TILE) + 1, 0.0), tiles_x))
+        rects[i, 2] = int(min(max(np.floor((my - ext_y) / TILE), 0.0), tiles_y))
+        rects[i, 3] = int(min(max(np.floor((my + ext_y) / TILE) + 1, 0.0), tiles_y))
+        # colour: the real SH basis along the unit direction from the camera centre, + 0.5, clamped at 0
+        dx, dy, dz = px - centre[0], py - centre[1], pz - centre[2]
+        dn = max(np.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
+        dx, dy, dz = dx / dn, dy / dn, dz / dn
+        xx, yy, zz = dx * dx, dy * dy, dz * dz
+        for ch in range(3 if k_sh > 0 else 0):
+            s = SH[0] * sh[i, 0, ch]
+            if k_sh > 1:
+                s += -SH[1] * dy * sh[i, 1, ch] + SH[1] * dz * sh[i, 2, ch] - SH[1] * dx * sh[i, 3, ch]
+            if k_sh > 4:
+                s += (SH[2] * dx * dy * sh[i, 4, ch] - SH[2] * dy * dz * sh[i, 5, ch]
+                      + SH[3] * (2 * zz - xx - yy) * sh[i, 6, ch] - SH[2] * dx * dz * sh[i, 7, ch]
+                      + SH[4] * (xx - yy) * sh[i, 8, ch])
+            if k_sh > 9:
+                s += (-SH[5] * dy * (3 * xx - yy) * sh[i, 9, ch] + SH[6] * dx * dy * dz * sh[i, 10, ch]
+                      - SH[7] * dy * (4 * zz - xx - yy) * sh[i, 11, ch]
+                      + SH[8] * dz * (2 * zz - 3 * xx - 3 * yy) * sh[i, 12, ch]
+                      - SH[7] * dx * (4 * zz - xx - yy) * sh[i, 13, ch] + SH[9] * dz * (xx - yy) * sh[i, 14, ch]
+                      - SH[5] * dx * (xx - 3 * yy) * sh[i, 15, ch])
+            feat[i, ch] = max(s + 0.5, 0.0)
+        feat[i, 3] = z
+    ids = np.flatnonzero(bright)
+    order = ids[np.argsort(depth[ids], kind="mergesort")]  # [V] stable: ties keep their index order
+    return xy, conic, feat, rects, order
+
+
 @njit(cache=True, nogil=True)
 def bin_tiles(order, rects, tiles_x, n_tiles):
     """Per-tile lists of Gaussian ids, each sorted front to back.

@@ -15,9 +15,8 @@ from torch import Tensor
 from core.render import _kernels
 from core.render.camera import Camera
 
-NEAR = 0.01
-FAR = 1e10
-EPS2D = 0.3  # gsplat's anti-aliasing low-pass added to every 2D covariance
+NEAR, FAR = _kernels.NEAR, _kernels.FAR
+EPS2D = _kernels.EPS2D  # gsplat's anti-aliasing low-pass added to every 2D covariance
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:
@@ -201,6 +200,9 @@ def rasterize_cpu(
     means [N, 3], quats [N, 4], scales [N, 3], opacities [N], colors [N, 3] or [N, K, 3],
     background [3]; all CPU tensors of one float dtype.
     """
+    inputs = (means, quats, scales, opacities, colors, background)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
+        return _rasterize_forward(*inputs, camera)
     mean2d, cov2d, depth, visible = project(means, quats, scales, camera)
     if colors.dim() == 3:
         centre = torch.tensor(camera.centre, dtype=means.dtype)  # [3]
@@ -214,3 +216,31 @@ def rasterize_cpu(
     )  # fmt: skip  img [H, W, 4], alpha [H, W, 1]
     return img[..., :3], alpha, img[..., 3:]
 
+
+
+def _rasterize_forward(
+    means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, background: Tensor,
+    camera: Camera,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``rasterize_cpu`` when no gradient is wanted (previews, exports, live): the projection in one numba pass
+    that holds no Python lock, instead of some forty torch operations; the same images."""
+    arrays = [t.detach().numpy() for t in (means, quats, scales, opacities)]
+    sh = colors.detach().numpy() if colors.dim() == 3 else np.zeros((len(means), 0, 3))
+    xy, conic, feat, rects, order = _kernels.project_forward(
+        *arrays, sh, np.asarray(camera.view, np.float64), np.asarray(camera.centre, np.float64),
+        camera.fx, camera.fy, camera.cx, camera.cy, camera.width, camera.height,
+    )  # fmt: skip  [N, 2], [N, 3], [N, 4], [N, 4], [V]
+    if colors.dim() == 2:
+        feat[:, :3] = colors.detach().numpy()
+    tiles_x = (camera.width + _kernels.TILE - 1) // _kernels.TILE
+    tiles_y = (camera.height + _kernels.TILE - 1) // _kernels.TILE
+    offsets, ids = _kernels.bin_tiles(order, rects, tiles_x, tiles_x * tiles_y)
+    h, w = camera.height, camera.width
+    img = np.empty((h, w, _kernels.N_FEAT), dtype=arrays[0].dtype)  # [H, W, 4]
+    t_final = np.empty((h, w), dtype=arrays[0].dtype)  # [H, W]
+    n_used = np.empty((h, w), dtype=np.int32)  # [H, W]
+    _kernels.composite_forward(
+        xy, conic, arrays[3], feat, background.detach().numpy(), offsets, ids, w, h, img, t_final, n_used
+    )
+    img_t = torch.from_numpy(img)
+    return img_t[..., :3], torch.from_numpy(1.0 - t_final)[..., None], img_t[..., 3:]
