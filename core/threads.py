@@ -12,7 +12,9 @@ idle, 94 s on two beside a busy process, 41 s on one thread either way. So:
 - long batch work (training) uses every core while the machine is otherwise idle and one thread as soon as other
   processes take a core's worth (``ThreadGovernor``, checked every few seconds).
 
-numba's count is per calling thread; torch's intra-op pool is per process.
+numba's count is per calling thread; torch's intra-op pool and numpy's BLAS (OpenBLAS, whose idle workers spin for
+a while after every call: in live mode the speech front-end's small matrix products kept one of them spinning on a
+whole core) are per process.
 """
 
 from __future__ import annotations
@@ -22,22 +24,30 @@ import time
 
 import numba
 import torch
+from threadpoolctl import ThreadpoolController
 
 BUSY_CORES = 0.5        # other processes using this much of the machine's cores: one thread
 
 
+def _set_blas_threads(n: int) -> None:
+    """The BLAS pools loaded now (numpy's, scipy's) on ``n`` threads each (process-wide)."""
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        if lib.get_num_threads() != n:
+            lib.set_num_threads(n)
+
+
 def single_threaded() -> None:
-    """This thread's numba parallel regions run on it alone; torch's intra-op pool is one thread (process-wide)."""
-    numba.set_num_threads(1)
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
+    """This thread's numba parallel regions run on it alone; torch's intra-op pool and numpy's BLAS are one thread
+    (process-wide)."""
+    set_threads(1)
 
 
 def set_threads(n: int) -> None:
-    """numba (this thread's regions) and torch on ``n`` threads."""
+    """numba (this thread's regions), torch and numpy's BLAS on ``n`` threads."""
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    _set_blas_threads(n)
 
 
 def _machine_busy_seconds() -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numba
 import torch
+from threadpoolctl import threadpool_info
 
 from core import threads
 from core.threads import ThreadGovernor, single_threaded
@@ -32,11 +33,15 @@ def test_governor_follows_the_rest_of_the_machine(monkeypatch):
     assert applied == [2, 1, 2]
 
 
-def test_single_threaded_sets_this_threads_numba_and_torch():
+def test_single_threaded_sets_this_threads_numba_torch_and_numpys_blas():
     before = torch.get_num_threads()
     try:
         single_threaded()
         assert numba.get_num_threads() == 1 and torch.get_num_threads() == 1
+        blas = lambda: {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}  # noqa: E731
+        assert blas() == {1}
+        threads.set_threads(2)
+        assert blas() == {2}
     finally:
-        torch.set_num_threads(before)
+        threads.set_threads(before)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
