@@ -32,8 +32,9 @@ def project_forward(means, quats, scales, opac, sh, view, centre, fx, fy, cx, cy
     pass over the Gaussians: the same rules as ``project``, ``sh_to_rgb``, ``_conics`` and ``_tile_lists``.
 
     means [N, 3], quats [N, 4], scales [N, 3], opac [N], sh [N, K, 3] (K = 0: the caller sets the colours),
-    view [4, 4], centre [3]. Returns xy [N, 2], conic [N, 3], feat [N, 4] (rgb, depth), rects [N, 4] int64 (tile ranges x0, x1, y0, y1) and order [V] int64:
-    the Gaussians that can reach 1/255 somewhere in the image, front to back.
+    view [4, 4], centre [3]. Returns xy [N, 2], conic [N, 3], feat [N, 4] (rgb, depth), rects [N, 4] int64 (tile
+    ranges x0, x1, y0, y1) and order [V] int64: the Gaussians that can reach 1/255 somewhere in the image, front
+    to back.
     """
     n = means.shape[0]
     k_sh = sh.shape[1]
