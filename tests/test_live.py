@@ -20,7 +20,7 @@ from core.audio.features import load_features
 from core.expression.arkit_csv import ARKIT_NAMES, from_mediapipe, read_csv
 from core.live import input as live_input
 from core.live.input import DeviceSource, FileSource, InputDevice, LiveInputError, find_device
-from core.live.session import LiveConfig, LiveSession, prepare
+from core.live.session import MAX_MARGIN_S, LiveConfig, LiveSession, next_margin, prepare
 from core.media import AUDIO_RATE, load_audio, probe, write_wav
 from core.project import Project
 from core.speech.lipsync import blendshape_track, speech_model
@@ -178,3 +178,17 @@ def test_cli_live_records_a_take(may, speech_3s, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "core.cli", "live", "--project", str(may.root), "--input",
                           str(tmp_path / "nothing.wav")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "does not exist" in bad.stderr
+
+
+def test_the_render_margin_grows_at_once_and_shrinks_slowly():
+    quick = [0.03] * 49 + [0.05]
+    assert next_margin(0.1, quick[:9]) == 0.1                        # too few frames known to judge
+    shrunk = next_margin(0.1, quick)
+    assert shrunk == pytest.approx(0.099)                             # down a millisecond a frame
+    margin = 0.1
+    for _ in range(200):
+        margin = next_margin(margin, quick)
+    assert margin == pytest.approx(np.percentile(quick, 95) + 0.01)   # settles on the slow frames' lag + 10 ms
+    slow = quick[10:] + [0.2] * 10
+    assert next_margin(margin, slow) == pytest.approx(0.21)           # a slow spell: covered at once
+    assert next_margin(margin, [1.0] * 50) == MAX_MARGIN_S            # never more than the cap

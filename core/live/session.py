@@ -6,9 +6,11 @@
     virtual camera
 
 Frame k shows the mouth of the sound at k/fps. It can be made once the sound up to k/fps plus the model's look-ahead
-has arrived; it is shown at a fixed delay after its sound arrived (the look-ahead plus ``margin_s``), so frames come
-evenly although the speech model works in 100 ms blocks. A frame that is not rendered by then is shown late; a
-render queue that is full drops its oldest frame (counted), so a busy machine never piles up latency. The drive is
+has arrived; it is shown at a steady delay after its sound arrived (the look-ahead plus a margin for rendering), so
+frames come evenly although the speech model works in blocks. The margin adapts, as a call's jitter buffer does: it
+grows at once to the slowest recent frames and shrinks slowly while they are quicker. A frame that is not rendered
+by then is shown late; a render queue that is full drops its oldest frame (counted), so a busy machine never piles
+up latency. The drive is
 the offline dub's (the same streamed features, the same edited upper face and head pose over the footage in
 ping-pong), with the baked deformation (core.avatar.bake) in place of the network.
 """
@@ -57,6 +59,7 @@ from core.tracking.track import load_tracking
 
 BACKDROPS = ("footage", "still", "colour")   # behind the face: the footage in ping-pong, its first frame, a colour
 SPEECH_MODELS = ("live", "project")          # the shipped live speech model, or the project's (its dubs')
+MAX_MARGIN_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class LiveConfig:
     render_threads: int = option(2, "frames rendered side by side, each on a thread of its own", metavar="N")
     lookahead: int | None = option(None, "frames of sound past a frame that its mouth waits for (default: all the "
                                          "avatar reads, as the offline dub)", metavar="FRAMES")
-    margin_s: float = option(0.1, "time allowed to render a frame once its sound is in", metavar="S")
+    margin_s: float | None = option(None, "time allowed to render a frame once its sound is in (default: adapts "
+                                          "to this machine, from 0.1 s)", metavar="S")
     watermark: bool = option(True, "no visible AI-generated mark on the frames")
 
     def __post_init__(self) -> None:
@@ -84,6 +88,19 @@ class LiveConfig:
             raise ValueError("live mode needs at least one render thread")
         if self.lookahead is not None and self.lookahead < 0:
             raise ValueError(f"the look-ahead cannot be negative, got {self.lookahead}")
+        if self.margin_s is not None and not 0 <= self.margin_s <= 2:
+            raise ValueError(f"the render margin must be between 0 and 2 s, got {self.margin_s}")
+
+
+def next_margin(margin: float, lags: deque[float] | list[float]) -> float:
+    """The adaptive render margin after a frame, from the recent frames' lags (seconds each was ready after all
+    the sound it reads was in): up at once to cover the slowest of them (the 95th percentile, plus 10 ms; at most
+    MAX_MARGIN_S: later frames are shown late rather than delaying all), down by at most a millisecond a frame, so
+    that frames never jump ahead visibly. Unchanged until 10 frames are known."""
+    if len(lags) < 10:
+        return margin
+    target = min(max(float(np.percentile(lags, 95)) + 0.01, 0.02), MAX_MARGIN_S)
+    return target if target > margin else max(margin - 0.001, target)
 
 
 @dataclass
@@ -183,6 +200,7 @@ class LiveFrame:
     blendshapes: np.ndarray           # float32 [52] what drove it
     heard: float                      # perf_counter time its sound (up to k/fps) arrived
     gaussians: dict[str, torch.Tensor] | None = None   # the Gaussians drawn (a face in view), for the Viewport
+    rendered: float = 0.0             # perf_counter time it was ready
     shown: float = 0.0                # perf_counter time it was shown
 
     @property
@@ -209,7 +227,9 @@ class LiveSession:
         self.lookahead = driver.model.audio_lookahead if config.lookahead is None else \
             min(config.lookahead, driver.model.audio_lookahead)
         self._speech = avatar.stream()
-        self.delay = self._speech.latency_s + self.lookahead / float(self.fps) + config.margin_s  # sound -> frame
+        self._wait = self._speech.latency_s + self.lookahead / float(self.fps)   # sound -> all a frame reads is in
+        self.margin = 0.1 if config.margin_s is None else config.margin_s         # then -> the frame shown
+        self._lags: deque[float] = deque(maxlen=50)      # recent frames' ready time past their sound's wait
         with FrameReader(avatar.footage) as reader:
             self.frame_size = reader.size                                          # (W,H) of the footage
             self._still_source = int(np.flatnonzero(driver.views.valid)[0]) if driver.views.valid.any() else 0
@@ -350,6 +370,11 @@ class LiveSession:
         return files
 
     @property
+    def delay(self) -> float:
+        """Seconds from a frame's sound arriving to its showing, when it is rendered in time."""
+        return self._wait + self.margin
+
+    @property
     def stats(self) -> LiveStats:
         now = time.perf_counter()
         s = self._stats
@@ -457,7 +482,7 @@ class LiveSession:
         mouth = avatar.mouth_blendshapes(z_rows[k - first_row][None])
         if mouth is not None:
             blendshapes[SHAPE_INDEX] = mouth[0]
-        heard = self.arrival(round((k + 1) / float(self.fps) * AUDIO_RATE) - 1)
+        heard = self.arrival(round(k / float(self.fps) * AUDIO_RATE))
         with self._jobs_ready:
             while wait and len(self._jobs) >= 2 * self.config.render_threads and not self._stopping.is_set():
                 self._jobs_ready.wait(0.05)
@@ -498,7 +523,7 @@ class LiveSession:
                 image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
             if config.watermark:
                 image = stamp(image)
-            self._mark(job.k, LiveFrame(job.k, image, job.blendshapes, job.heard, gaussians))
+            self._mark(job.k, LiveFrame(job.k, image, job.blendshapes, job.heard, gaussians, time.perf_counter()))
 
     def _on_colour(self, s: int, gaussians: dict[str, torch.Tensor], pose) -> np.ndarray:
         driver = self.avatar.driver
@@ -531,6 +556,7 @@ class LiveSession:
             if frame is None:
                 self._show_gap(k)
                 continue
+            self._adapt(frame)
             due = frame.heard + self.delay
             wait = due - time.perf_counter()
             if wait > 0 and self._stopping.wait(wait):
@@ -539,6 +565,11 @@ class LiveSession:
             if frame.shown > due + 0.5 / float(self.fps):
                 self._stats.late += 1
             self._show(frame)
+
+    def _adapt(self, frame: LiveFrame) -> None:
+        if self.config.margin_s is None:
+            self._lags.append(frame.rendered - frame.heard - self._wait)
+            self.margin = next_margin(self.margin, self._lags)
 
     def _show(self, frame: LiveFrame) -> None:
         self._stats.frames += 1
@@ -622,6 +653,7 @@ class LiveRun:
     stats: LiveStats
     files: list[Path] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)   # every shown frame's, s
+    shown: list[float] = field(default_factory=list)       # when each was shown (perf_counter), s
     first_frame: int | None = None                          # the take's first frame (its sound's time x fps)
 
 
@@ -645,8 +677,13 @@ class LiveJob:
         source = open_input(self.input)
         avatar = prepare(self.project, self.config.speech_model, span(progress, 0.0, 0.2), cancel)
         latencies: list[float] = []
-        session = LiveSession(avatar, source, self.config, on_frame=lambda f: latencies.append(f.latency),
-                              virtual_camera=self.virtual_camera)
+        shown: list[float] = []
+
+        def on_frame(frame: LiveFrame) -> None:
+            latencies.append(frame.latency)
+            shown.append(frame.shown)
+
+        session = LiveSession(avatar, source, self.config, on_frame=on_frame, virtual_camera=self.virtual_camera)
         if session.virtual_camera_note:
             progress(Progress(0.2, session.virtual_camera_note))
         if self.record is not None:
@@ -668,4 +705,4 @@ class LiveJob:
         stats = session.stats
         progress(Progress(1.0, f"Live: {stats.frames} frames in {stats.seconds:.1f} s"
                                + (f" ({stats.message})" if stats.message else "")))
-        return LiveRun(stats, files, latencies, first)
+        return LiveRun(stats, files, latencies, shown, first)
