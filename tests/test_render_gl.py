@@ -16,7 +16,7 @@ import torch
 
 from core.render.api import rasterize
 from core.render.camera import Camera
-from core.render.gl import GLSplatRenderer, HeadlessGL
+from core.render.gl import GLSplatRenderer, HeadlessGL, PlaybackScale
 from core.render.ply import read_ply, write_ply
 from core.render.splats import Splats
 
@@ -173,3 +173,38 @@ def test_ply_round_trip_renders_identically(ctx, tmp_path):
     renderer.set_splats(read_ply(tmp_path / "scene.ply"))
     assert np.array_equal(before, renderer.render_image(camera, (0.1, 0.2, 0.3)))
     renderer.release()
+
+
+@on_gl_thread
+def test_a_scaled_draw_is_the_smaller_render_stretched(ctx, artifacts_dir):
+    """Playback at half resolution: the splats drawn at 64x48 and stretched bilinearly over 128x96 (what the
+    Viewport shows while a scene plays), close to the full-resolution frame."""
+    splats = scene(0)
+    camera = CAMERAS["front"](splats)
+    renderer = GLSplatRenderer(ctx)
+    renderer.set_splats(splats)
+    full = renderer.render_image(camera, (0.1, 0.1, 0.1))
+    small = renderer.render_image(camera.scaled(0.5), (0.1, 0.1, 0.1))
+    scaled = renderer.render_image(camera, (0.1, 0.1, 0.1), scale=0.5)
+    save(artifacts_dir / "render_gl_scaled_half.png", full, scaled)
+    assert camera.scaled(0.5).width == 64 and camera.scaled(0.5).fx == camera.fx / 2
+    stretched = cv2.resize(small, (128, 96), interpolation=cv2.INTER_LINEAR)
+    assert scaled.shape == full.shape
+    assert np.abs(scaled.astype(int) - stretched.astype(int)).mean() <= 1.0
+    assert 1.0 < np.abs(scaled.astype(int) - full.astype(int)).mean() <= 12.0    # softer, the same picture
+    assert np.array_equal(renderer.render_image(camera, (0.1, 0.1, 0.1)), full)  # full size again: unchanged
+    renderer.release()
+
+
+def test_playback_scale_fits_the_budget():
+    scale = PlaybackScale(budget_s=0.025, lowest=0.5)
+    assert scale.measured(0.050, 1.0) == pytest.approx(np.sqrt(0.5))     # half the pixels
+    for _ in range(20):
+        scale.measured(0.050 * scale.scale ** 2, scale.scale)           # draws that take their pixels' time
+    assert scale.scale == pytest.approx(np.sqrt(0.5))
+    for _ in range(20):
+        scale.measured(0.010 * scale.scale ** 2, scale.scale)           # a lighter scene: back to full
+    assert scale.scale == 1.0
+    for _ in range(20):
+        scale.measured(1.0 * scale.scale ** 2, scale.scale)             # never below the floor
+    assert scale.scale == 0.5

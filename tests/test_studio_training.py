@@ -149,15 +149,21 @@ def test_train_tiny_from_the_panel_then_the_avatar_speaks_in_the_viewport(window
     qtbot.wait(100)
     window.grab().save(str(artifacts_dir / "studio_training.png"))
     window.docks["viewport"].raise_()
+    viewport.view.playback.budget_s = 1e-5        # as on a machine too slow for any more: the lowest resolution
     shown: set[int] = set()
+    scales: set[float] = set()
     for _ in range(40):
         qtbot.wait(50)
         if viewport.avatar_frame is not None:
             shown.add(viewport.avatar_frame)
+            scales.add(viewport.view.drawn_scale)
     assert len(shown) >= 2, f"the avatar showed frames {shown} during playback"
+    assert viewport.view.playback.lowest in scales, f"drawn at {scales} while playing"
+    window.grab().save(str(artifacts_dir / "studio_avatar_viewport_playing.png"))
     window.playback.stop()
     window.state.set_frame(120)
     qtbot.waitUntil(lambda: viewport.avatar_frame == 120, timeout=10_000)
+    qtbot.waitUntil(lambda: viewport.view.drawn_scale == 1.0, timeout=2_000)   # still again: full resolution
     shown_gaussians = len(viewport.avatar_source._driver.baked.kept)   # baked: those that cover a fifth of a pixel
     assert 0.5 * gaussians < shown_gaussians <= gaussians and len(viewport.view.splats) == shown_gaussians
     assert f"frame 120, {shown_gaussians:,} Gaussians" in viewport.file_label.text()

@@ -91,6 +91,13 @@ class Camera:
         focal = 0.5 * height / math.tan(math.radians(fov_y_deg) / 2)
         return cls(view, focal, focal, width / 2, height / 2, width, height)
 
+    def scaled(self, scale: float) -> Camera:
+        """The same view on an image ``scale`` times the size (at least 1x1): the intrinsics follow the pixels."""
+        width, height = max(1, round(self.width * scale)), max(1, round(self.height * scale))
+        sx, sy = width / self.width, height / self.height
+        return dataclasses.replace(self, fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx, cy=self.cy * sy,
+                                   width=width, height=height)
+
     def with_view(self, view: np.ndarray) -> Camera:
         """The same intrinsics seen from another view matrix [4, 4]."""
         return dataclasses.replace(self, view=view)

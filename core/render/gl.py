@@ -11,11 +11,15 @@ glDrawArrays (llvmpipe shades instanced draws one 4-vertex instance at a time) a
 a quad (more pixels, half the primitives: faster on llvmpipe; benchmarks/render.py).
 Unlike the CPU rasterizer there is no early stop at transmittance 1e-4: that changes a pixel by at most
 T·|colour - background| with T < 1e-4 / (1 - alpha), i.e. below 1/255 for alphas up to 0.96.
+While a scene plays, ``PlaybackScale`` picks the share of the resolution whose draw fits a frame's budget (what
+software GL pays for is pixels shaded), and ``render`` stretches that smaller image to the viewport, as 3D tools
+lower the viewport's resolution during playback; a still scene is drawn at full resolution.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, TypeVar
 
@@ -28,6 +32,21 @@ from core.render.splats import Splats
 T = TypeVar("T")
 NEAR = 0.01
 TEXTURE_WIDTH = 4096  # texels per row of the data texture; splat.vert's fetch() assumes it
+# a scaled draw stretched over the viewport: one triangle covering it, the image read bilinearly
+STRETCH_VERT = """#version 330 core
+out vec2 uv;
+void main() {
+    vec2 p = vec2((gl_VertexID << 1) & 2, gl_VertexID & 2);
+    uv = p;
+    gl_Position = vec4(2.0 * p - 1.0, 0.0, 1.0);
+}
+"""
+STRETCH_FRAG = """#version 330 core
+uniform sampler2D image;
+in vec2 uv;
+out vec4 frag_color;
+void main() { frag_color = vec4(texture(image, uv).rgb, 1.0); }
+"""
 
 
 def headless_context() -> moderngl.Context:
@@ -100,6 +119,9 @@ class GLSplatRenderer:
         self._count = 0  # Gaussians in the current order (those in front of the near plane)
         self._projected_for: Camera | None = None  # the camera pass 1 last ran for
         self._offscreen: moderngl.Framebuffer | None = None
+        self._scaled: moderngl.Framebuffer | None = None  # the smaller image of a scaled draw
+        self._stretch = ctx.program(vertex_shader=STRETCH_VERT, fragment_shader=STRETCH_FRAG)
+        self._stretch_vao = ctx.vertex_array(self._stretch, [])
 
     def set_splats(self, splats: Splats) -> None:
         """Upload ``splats`` (replacing any previous ones)."""
@@ -119,14 +141,33 @@ class GLSplatRenderer:
         self.program["projected"] = 1
 
     def render(self, camera: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0),
-               fbo: moderngl.Framebuffer | None = None) -> None:
+               fbo: moderngl.Framebuffer | None = None, scale: float = 1.0) -> None:
         """Draw into ``fbo`` (default: the context's bound framebuffer) over a ``background`` clear.
 
         Sets the blend, depth, cull and viewport state it needs (the caller's context may hold anything);
         the image covers the viewport (0, 0, camera.width, camera.height) in device pixels; the frame
-        is left opaque (alpha 1). Sorting and projection rerun only when ``camera`` changed.
+        is left opaque (alpha 1). Sorting and projection rerun only when ``camera`` changed. ``scale`` < 1:
+        drawn at that share of the width and height, then stretched over the viewport (bilinear).
         """
         fbo = fbo if fbo is not None else self.ctx.detect_framebuffer()
+        small = camera.scaled(scale) if scale < 1.0 else camera
+        if small.width == camera.width and small.height == camera.height:
+            self._draw(camera, background, fbo)
+            return
+        if self._scaled is None or self._scaled.size != (small.width, small.height):
+            self._release_scaled()
+            texture = self.ctx.texture((small.width, small.height), 4)
+            texture.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            self._scaled = self.ctx.framebuffer([texture])
+        self._draw(small, background, self._scaled)
+        fbo.use()
+        self.ctx.viewport = (0, 0, camera.width, camera.height)
+        self.ctx.disable(moderngl.BLEND)
+        self._scaled.color_attachments[0].use(2)
+        self._stretch["image"] = 2
+        self._stretch_vao.render(moderngl.TRIANGLES, vertices=3)
+
+    def _draw(self, camera: Camera, background: tuple[float, float, float], fbo: moderngl.Framebuffer) -> None:
         fbo.use()
         self.ctx.viewport = (0, 0, camera.width, camera.height)
         self.ctx.scissor = None
@@ -143,8 +184,9 @@ class GLSplatRenderer:
         self._projected_tex.use(1)
         self._vao.render(moderngl.TRIANGLES, vertices=3 * self._count)
 
-    def render_image(self, camera: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
-        """Render offscreen and read back: uint8 [H,W,3], rows top-down.
+    def render_image(self, camera: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                     scale: float = 1.0) -> np.ndarray:
+        """Render offscreen (``render``'s ``scale``) and read back: uint8 [H,W,3], rows top-down.
 
         The target is float32, so hundreds of blends do not each round to 8 bits (a window's frame does).
         """
@@ -154,19 +196,28 @@ class GLSplatRenderer:
                 self._offscreen.color_attachments[0].release()
                 self._offscreen.release()
             self._offscreen = self.ctx.framebuffer([self.ctx.renderbuffer(size, 4, dtype="f4")])
-        self.render(camera, background, self._offscreen)
+        self.render(camera, background, self._offscreen, scale)
         rgb = np.frombuffer(self._offscreen.read(components=3, dtype="f1"), np.uint8)  # GL clamps and rounds
         return rgb.reshape(camera.height, camera.width, 3)[::-1].copy()  # GL rows are bottom-up
 
     def release(self) -> None:
         """Free the GL objects (call with the context current, e.g. when the widget closes)."""
         self._release_scene()
+        self._release_scaled()
         if self._offscreen is not None:
             self._offscreen.color_attachments[0].release()
             self._offscreen.release()
             self._offscreen = None
+        self._stretch_vao.release()
+        self._stretch.release()
         self.program.release()
         self.project.release()
+
+    def _release_scaled(self) -> None:
+        if self._scaled is not None:
+            self._scaled.color_attachments[0].release()
+            self._scaled.release()
+            self._scaled = None
 
     def _sort_and_project(self, camera: Camera) -> None:
         """Sort the Gaussians in front of the near plane back to front, then run pass 1 in that order."""
@@ -203,3 +254,22 @@ class GLSplatRenderer:
         self._order = self._texture = None
         self._count = 0
         self._projected_for = None
+
+
+@dataclass
+class PlaybackScale:
+    """The share of the viewport's width and height a playing scene is drawn at: the largest whose draw fits
+    ``budget_s``, from the draws measured so far (a draw's time taken as proportional to its pixels, smoothed over
+    the last few), between ``lowest`` and 1. Feed it each playing frame's draw time (``measured``)."""
+
+    budget_s: float = 0.025
+    lowest: float = 0.5
+    scale: float = 1.0
+    full_s: float | None = None   # a full-resolution draw's estimated seconds
+
+    def measured(self, seconds: float, scale: float) -> float:
+        """Take a draw of ``seconds`` at ``scale``; the scale for the next one."""
+        full = seconds / (scale * scale)
+        self.full_s = full if self.full_s is None else 0.7 * self.full_s + 0.3 * full
+        self.scale = float(np.clip(np.sqrt(self.budget_s / max(self.full_s, 1e-9)), self.lowest, 1.0))
+        return self.scale

@@ -1,5 +1,7 @@
 """SplatViewport: a QOpenGLWidget that draws Splats with core.render.gl, with orbit (left drag), pan
-(middle drag or Shift+left), zoom (wheel), reset to the source camera (F), and a frames/s readout."""
+(middle drag or Shift+left), zoom (wheel), reset to the source camera (F), and a frames/s readout. While frames of
+an animated scene arrive it draws them at the resolution that keeps up (core.render.gl.PlaybackScale); once they
+stop, the last one is drawn again at full resolution."""
 
 from __future__ import annotations
 
@@ -8,16 +10,17 @@ from collections import deque
 
 import moderngl
 import numpy as np
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QMouseEvent, QSurfaceFormat, QWheelEvent
 from PySide6.QtOpenGLWidgets import QOpenGLWidget
 
-from core.render.gl import GLSplatRenderer
+from core.render.gl import GLSplatRenderer, PlaybackScale
 from core.render.splats import Splats
 from studio.viewport.orbit import Orbit
 
 BACKGROUND = (0.09, 0.09, 0.11)
 DEGREES_PER_PIXEL = 0.4
+SETTLE_MS = 300   # no new frame for this long: the scene is still, drawn at full resolution
 
 
 def configure_gl_format() -> None:
@@ -51,6 +54,10 @@ class SplatViewport(QOpenGLWidget):
         self._drag: tuple[QPointF, Qt.MouseButton, Qt.KeyboardModifier] | None = None
         self._frame_times: deque[float] = deque(maxlen=30)
         self._last_fps_emit = 0.0
+        self.playback = PlaybackScale()
+        self.drawn_scale = 1.0          # the share of the resolution the last frame was drawn at
+        self._playing = False
+        self._settle = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._still)
         self.setMinimumSize(240, 180)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
 
@@ -63,6 +70,13 @@ class SplatViewport(QOpenGLWidget):
         if splats is not None and not keep_view:
             self.source = source or framing(splats)
             self.orbit = self.source
+        self._playing = keep_view
+        if keep_view:
+            self._settle.start()
+        self.update()
+
+    def _still(self) -> None:
+        self._playing = False
         self.update()
 
     def reset_view(self) -> None:
@@ -98,7 +112,12 @@ class SplatViewport(QOpenGLWidget):
             return
         ratio = self.devicePixelRatio()
         w, h = max(1, int(self.width() * ratio)), max(1, int(self.height() * ratio))
-        self.renderer.render(self.orbit.camera(w, h), BACKGROUND, fbo=fbo)
+        self.drawn_scale = self.playback.scale if self._playing else 1.0
+        begun = time.perf_counter()
+        self.renderer.render(self.orbit.camera(w, h), BACKGROUND, fbo=fbo, scale=self.drawn_scale)
+        if self._playing:
+            self.ctx.finish()
+            self.playback.measured(time.perf_counter() - begun, self.drawn_scale)
         self._frame_times.append(time.perf_counter())
         now = time.monotonic()
         if now - self._last_fps_emit > 0.5:
