@@ -10,9 +10,8 @@ has arrived; it is shown at a steady delay after its sound arrived (the look-ahe
 frames come evenly although the speech model works in blocks. The margin adapts, as a call's jitter buffer does: it
 grows at once to the slowest recent frames and shrinks slowly while they are quicker. A frame that is not rendered
 by then is shown late; a render queue that is full drops its oldest frame (counted), so a busy machine never piles
-up latency. The drive is
-the offline dub's (the same streamed features, the same edited upper face and head pose over the footage in
-ping-pong), with the baked deformation (core.avatar.bake) in place of the network.
+up latency. The drive is the offline dub's (the same streamed features, the same edited upper face and head pose
+over the footage in ping-pong), with the baked deformation (core.avatar.bake) in place of the network.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ from core.tracking.track import load_tracking
 
 BACKDROPS = ("footage", "still", "colour")   # behind the face: the footage in ping-pong, its first frame, a colour
 SPEECH_MODELS = ("live", "project")          # the shipped live speech model, or the project's (its dubs')
-MAX_MARGIN_S = 0.5
+MAX_MARGIN_S = 0.5                           # the adaptive render margin's ceiling: later frames are shown late
 
 
 @dataclass(frozen=True)
