@@ -217,7 +217,6 @@ def rasterize_cpu(
     return img[..., :3], alpha, img[..., 3:]
 
 
-
 def _rasterize_forward(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, background: Tensor,
     camera: Camera,
