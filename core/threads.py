@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import numba
 import torch
@@ -48,6 +49,21 @@ def set_threads(n: int) -> None:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     _set_blas_threads(n)
+
+
+def saved_threads() -> Callable[[], None]:
+    """A function that puts the process-wide counts (torch's intra-op pool, the BLAS pools) back as they are now:
+    for work such as live mode that runs its threads on one each, and must not leave the process so afterwards."""
+    torch_threads = torch.get_num_threads()
+    blas = [(lib, lib.get_num_threads()) for lib in ThreadpoolController().select(user_api="blas").lib_controllers]
+
+    def restore() -> None:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+        for lib, n in blas:
+            if lib.get_num_threads() != n:
+                lib.set_num_threads(n)
+    return restore
 
 
 def _machine_busy_seconds() -> float | None:

@@ -9,6 +9,7 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -62,7 +63,7 @@ def test_baked_deformation_follows_the_network(may):
 
 def _session(project, source, tmp_path, model: str = "live", **config) -> tuple[LiveSession, list]:
     frames: list = []
-    session = LiveSession(prepare(project, model), source, LiveConfig(render_threads=1, **config),
+    session = LiveSession(prepare(project, model), source, LiveConfig(render_threads=1, speech_model=model, **config),
                           on_frame=frames.append)
     return session, frames
 
@@ -74,10 +75,12 @@ def test_live_take_from_a_file_matches_the_offline_speech(may, speech_3s, tmp_pa
     same speech (the live model, or the project's)."""
     session, frames = _session(may, FileSource(speech_3s), tmp_path, model)
     session.record(tmp_path / "take.mp4", tmp_path / "take.csv")
+    before = torch.get_num_threads()
     session.start()
     assert session.wait(30.0), "the session did not stop at the file's end"
     session.join()
     assert "ended" in session.message
+    assert torch.get_num_threads() == before                 # its threads' one each is not left on the process
     stats = session.stats
     assert stats.frames == len(frames) > 0
     assert stats.frames + stats.dropped >= 70                      # 3 s at 25 fps, less the end's
@@ -192,3 +195,9 @@ def test_the_render_margin_grows_at_once_and_shrinks_slowly():
     slow = quick[10:] + [0.2] * 10
     assert next_margin(margin, slow) == pytest.approx(0.21)           # a slow spell: covered at once
     assert next_margin(margin, [1.0] * 50) == MAX_MARGIN_S            # never more than the cap
+
+
+def test_a_session_refuses_a_config_for_another_speech_model():
+    avatar = SimpleNamespace(model="project")          # prepared for the project's model
+    with pytest.raises(ValueError, match="prepared for the project speech model"):
+        LiveSession(avatar, None, LiveConfig(speech_model="live"))

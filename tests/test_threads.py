@@ -45,3 +45,16 @@ def test_single_threaded_sets_this_threads_numba_torch_and_numpys_blas():
     finally:
         threads.set_threads(before)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_saved_threads_puts_the_process_counts_back():
+    blas = lambda: {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}  # noqa: E731
+    threads.set_threads(2)
+    try:
+        restore = threads.saved_threads()
+        single_threaded()
+        assert torch.get_num_threads() == 1 and blas() == {1}
+        restore()
+        assert torch.get_num_threads() == 2 and blas() == {2}
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

@@ -53,7 +53,7 @@ from core.speech.lipsync import speech_model
 from core.speech.model import SavedModel, live_model
 from core.speech.stream import StreamingSpeech
 from core.speech.targets import SHAPE_INDEX
-from core.threads import single_threaded
+from core.threads import saved_threads, single_threaded
 from core.tracking.track import load_tracking
 
 BACKDROPS = ("footage", "still", "colour")   # behind the face: the footage in ping-pong, its first frame, a colour
@@ -218,6 +218,9 @@ class LiveSession:
                  on_frame: Callable[[LiveFrame], None] | None = None,
                  on_stopped: Callable[[str], None] | None = None, virtual_camera: bool = False,
                  on_take: Callable[[list[Path]], None] | None = None):
+        if config.speech_model != avatar.model:
+            raise ValueError(f"the avatar was prepared for the {avatar.model} speech model, the config asks for the "
+                             f"{config.speech_model} one: prepare it with the config's")
         self.avatar, self.source, self.config = avatar, source, config
         self.on_frame, self.on_stopped, self.on_take = on_frame, on_stopped, on_take
         driver = avatar.driver
@@ -266,6 +269,7 @@ class LiveSession:
     # -- control ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._restore_threads = saved_threads()
         realtime_allocations(True)
         self._begun = time.perf_counter()
         self._cpu.append((self._begun, time.process_time()))
@@ -307,6 +311,7 @@ class LiveSession:
         self.set_monitor(False)
         if self._begun:
             realtime_allocations(False)
+            self._restore_threads()
         self._stopped.set()
         if self.on_stopped is not None:
             self.on_stopped(self.message)
@@ -672,6 +677,13 @@ class LiveJob:
     name: str = "Live"
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> LiveRun:
+        restore_threads = saved_threads()
+        try:
+            return self._run(progress, cancel)
+        finally:
+            restore_threads()
+
+    def _run(self, progress: ProgressFn, cancel: CancelToken) -> LiveRun:
         single_threaded()
         source = open_input(self.input)
         avatar = prepare(self.project, self.config.speech_model, span(progress, 0.0, 0.2), cancel)
