@@ -10,6 +10,7 @@ import argparse
 import signal
 import time
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
@@ -177,8 +178,6 @@ def cmd_audio(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from core.avatar.config import preset
     from core.avatar.train import TrainAvatarJob
 
@@ -300,6 +299,7 @@ def cmd_speech_model_train(args: argparse.Namespace) -> int:
 def cmd_expression_model_train(args: argparse.Namespace) -> int:
     import platformdirs
 
+    from core.expression.codebook import CodebookConfig
     from core.expression.learn import GeneratorTrainJob
 
     out = Path(args.out) if args.out else (Path(platformdirs.user_data_dir("avatar-studio", appauthor=False))
@@ -308,7 +308,13 @@ def cmd_expression_model_train(args: argparse.Namespace) -> int:
              else Path(platformdirs.user_cache_dir("avatar-studio", appauthor=False)) / "speech-corpus")
     out.parent.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
-    card = run_with_bar(GeneratorTrainJob(Path(args.corpus), out, cache, clips=tuple(args.clips or ())))
+    codebook = CodebookConfig()
+    if args.prior_steps is not None:
+        if args.prior_steps < 1:
+            raise AvatarStudioError(f"--prior-steps must be at least 1, got {args.prior_steps}")
+        codebook = replace(codebook, prior_steps=args.prior_steps)
+    card = run_with_bar(GeneratorTrainJob(Path(args.corpus), out, cache, clips=tuple(args.clips or ()),
+                                          codebook=codebook))
     v = card["validation"]
     say(f"Expression generator: {len(card['trained_on'])} clips -> {out} (sha256 {card['sha256'][:12]}...)")
     say(f"  blinks {card['blinks_per_min']:.1f}/min; brows from speech, r on held-out speakers "
@@ -471,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", metavar="DIR", help="where tracked clips are kept between runs (default: user cache)")
     t.add_argument("--clips", nargs="+", metavar="NAME", help="only these clips of clips.csv (file names), e.g. "
                                                                "those whose terms allow commercial use")
+    t.add_argument("--prior-steps", type=int, metavar="N", help="training steps of the expression codebook's "
+                                                                  "prior (default 2000; fewer: quicker, coarser)")
     t.set_defaults(func=cmd_expression_model_train)
 
     s = sub.add_parser("lipsync", help="speech -> ARKit blendshape animation (Live Link Face CSV), no footage needed")

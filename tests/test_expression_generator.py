@@ -102,8 +102,9 @@ def test_training_on_chosen_corpus_clips_writes_a_generator_codebook_and_card_na
              "videoretalking__face4.mp4"]                                  # Apache-2.0, MIT, CC BY: six speakers
     out = tmp_path / "model" / "expression_generator.npz"
     assert main(["expression-model", "train", "--corpus", str(corpus_dir), "--out", str(out),
-                 "--cache", str(tmp_path / "cache"), "--clips", *clips]) == 0
+                 "--cache", str(tmp_path / "cache"), "--clips", *clips, "--prior-steps", "100"]) == 0
     _, card = load_generator(out, out.with_name(out.name + ".sha256").read_text().split()[0])
+    assert card["codebook"]["config"]["prior_steps"] == 100
     assert {c["file"].split("/")[-1] for c in card["trained_on"]} | {f.split("/")[-1] for f in card["left_out"]} \
         == set(clips)
     assert len(card["validation"]["held_out_speakers"]) == 3 and card["terms"]

@@ -158,6 +158,7 @@ class GeneratorTrainJob:
     out: Path
     cache: Path
     clips: tuple[str, ...] = ()  # only these clips of clips.csv (file names; e.g. those whose terms allow your use)
+    codebook: CodebookConfig = CodebookConfig()   # the codebook prior's
     name: str = "Train the expression generator"
 
     def run(self, progress: ProgressFn, cancel: CancelToken) -> dict:
@@ -187,7 +188,7 @@ class GeneratorTrainJob:
         cancel.check(self.name)
         progress(Progress(0.85, "Fitting on every clip"))
         model = fit_generator(clips)
-        prior = ExpressionVQ(CodebookConfig())
+        prior = ExpressionVQ(self.codebook)
         prior_error = fit(prior, prior_tracks([(c.blendshapes, c.valid.astype(bool), float(c.fps)) for c in clips]),
                           prior.config.prior_steps, span(progress, 0.85, 0.99), cancel, "the corpus")
         codebook = self.out.with_name(CODEBOOK_FILE)
