@@ -36,28 +36,29 @@ def sh_to_rgb(coeffs: Tensor, dirs: Tensor) -> Tensor:
     gsplat's real SH basis (the 3DGS one), then `clamp_min(colour + 0.5, 0)` as gsplat does.
     """
     k = coeffs.shape[1]
-    basis = [torch.full_like(dirs[:, 0], 0.28209479177387814)]  # K x [N]
+    c = _kernels.SH  # the basis' constants, shared with the forward-only kernel
+    basis = [torch.full_like(dirs[:, 0], c[0])]  # K x [N]
     if k > 1:
         x, y, z = torch.nn.functional.normalize(dirs, dim=-1).unbind(-1)  # 3 x [N]
-        basis += [-0.48860251190292 * y, 0.48860251190292 * z, -0.48860251190292 * x]
+        basis += [-c[1] * y, c[1] * z, -c[1] * x]
     if k > 4:
         xx, yy, zz = x * x, y * y, z * z  # 3 x [N]
         basis += [
-            1.0925484305920792 * x * y,
-            -1.0925484305920792 * y * z,
-            0.31539156525252005 * (2 * zz - xx - yy),
-            -1.0925484305920792 * x * z,
-            0.5462742152960396 * (xx - yy),
+            c[2] * x * y,
+            -c[2] * y * z,
+            c[3] * (2 * zz - xx - yy),
+            -c[2] * x * z,
+            c[4] * (xx - yy),
         ]
     if k > 9:
         basis += [
-            -0.5900435899266435 * y * (3 * xx - yy),
-            2.890611442640554 * x * y * z,
-            -0.4570457994644658 * y * (4 * zz - xx - yy),
-            0.3731763325901154 * z * (2 * zz - 3 * xx - 3 * yy),
-            -0.4570457994644658 * x * (4 * zz - xx - yy),
-            1.445305721320277 * z * (xx - yy),
-            -0.5900435899266435 * x * (xx - 3 * yy),
+            -c[5] * y * (3 * xx - yy),
+            c[6] * x * y * z,
+            -c[7] * y * (4 * zz - xx - yy),
+            c[8] * z * (2 * zz - 3 * xx - 3 * yy),
+            -c[7] * x * (4 * zz - xx - yy),
+            c[9] * z * (xx - yy),
+            -c[5] * x * (xx - 3 * yy),
         ]
     rgb = (torch.stack(basis, dim=-1)[:, :, None] * coeffs).sum(dim=1)  # [N, 3]
     return torch.clamp_min(rgb + 0.5, 0.0)
@@ -119,6 +120,11 @@ def _conics(cov2d: Tensor, visible: Tensor) -> Tensor:
     return torch.stack([c / det, -b / det, a / det], dim=-1)  # [N, 3]
 
 
+def _tile_grid(camera: Camera) -> tuple[int, int]:
+    """Tiles across and down the image."""
+    return (camera.width + _kernels.TILE - 1) // _kernels.TILE, (camera.height + _kernels.TILE - 1) // _kernels.TILE
+
+
 def _tile_lists(
     mean2d: Tensor, cov2d: Tensor, depth: Tensor, opacities: Tensor, visible: Tensor, camera: Camera
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +134,7 @@ def _tile_lists(
     opacity * exp(-sigma) >= 1/255 could hold; outside it the pixel rule skips the Gaussian anyway,
     so these lists give exactly the untruncated per-pixel sum.
     """
-    tiles_x = (camera.width + _kernels.TILE - 1) // _kernels.TILE
-    tiles_y = (camera.height + _kernels.TILE - 1) // _kernels.TILE
+    tiles_x, tiles_y = _tile_grid(camera)
     with torch.no_grad():
         opac = opacities.detach().to(torch.float64)  # [N]
         bright = visible & (opac >= _kernels.ALPHA_MIN)  # [N]
@@ -231,8 +236,7 @@ def _rasterize_forward(
     )  # fmt: skip  [N, 2], [N, 3], [N, 4], [N, 4], [V]
     if colors.dim() == 2:
         feat[:, :3] = colors.detach().numpy()
-    tiles_x = (camera.width + _kernels.TILE - 1) // _kernels.TILE
-    tiles_y = (camera.height + _kernels.TILE - 1) // _kernels.TILE
+    tiles_x, tiles_y = _tile_grid(camera)
     offsets, ids = _kernels.bin_tiles(order, rects, tiles_x, tiles_x * tiles_y)
     h, w = camera.height, camera.width
     img = np.empty((h, w, _kernels.N_FEAT), dtype=arrays[0].dtype)  # [H, W, 4]
