@@ -30,11 +30,14 @@ from threadpoolctl import ThreadpoolController
 BUSY_CORES = 0.5        # other processes using this much of the machine's cores: one thread
 
 
-def _set_blas_threads(n: int) -> None:
-    """The BLAS pools loaded now (numpy's, scipy's) on ``n`` threads each (process-wide)."""
-    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
-        if lib.get_num_threads() != n:
-            lib.set_num_threads(n)
+def _blas_pools() -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded now (numpy's, scipy's): process-wide pools."""
+    return ThreadpoolController().select(user_api="blas").lib_controllers
+
+
+def _set_pool(lib, n: int) -> None:
+    if lib.get_num_threads() != n:
+        lib.set_num_threads(n)
 
 
 def single_threaded() -> None:
@@ -48,21 +51,21 @@ def set_threads(n: int) -> None:
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    _set_blas_threads(n)
+    for lib in _blas_pools():
+        _set_pool(lib, n)
 
 
 def saved_threads() -> Callable[[], None]:
     """A function that puts the process-wide counts (torch's intra-op pool, the BLAS pools) back as they are now:
     for work such as live mode that runs its threads on one each, and must not leave the process so afterwards."""
     torch_threads = torch.get_num_threads()
-    blas = [(lib, lib.get_num_threads()) for lib in ThreadpoolController().select(user_api="blas").lib_controllers]
+    blas = [(lib, lib.get_num_threads()) for lib in _blas_pools()]
 
     def restore() -> None:
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
         for lib, n in blas:
-            if lib.get_num_threads() != n:
-                lib.set_num_threads(n)
+            _set_pool(lib, n)
     return restore
 
 
