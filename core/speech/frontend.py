@@ -1,5 +1,5 @@
-"""The speech model's front-end: Whisper tiny.en encoder states at 50 Hz, computed in fixed blocks so that a stream
-and a whole file give the same numbers.
+"""The speech model's front-end: Whisper tiny.en encoder states at 50 Hz (the encoder's output or the states between
+its blocks, core.speech.encoder), computed in fixed blocks so that a stream and a whole file give the same numbers.
 
 Block ``b`` holds states ``[b*block, (b+1)*block)``. Each block is its own encoder pass over a short window: the
 ``context`` states before it, the block, and ``lookahead`` states after it (audio before 0 and past the end is
@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from faster_whisper.feature_extractor import FeatureExtractor
 
-from core.audio.whisper import WHISPER_DIM, WHISPER_RATE, whisper_model
+from core.audio.whisper import WHISPER_DIM, WHISPER_RATE
 from core.jobs import CancelToken, Progress, ProgressFn
 from core.media.audio import AUDIO_RATE
+from core.speech.encoder import OUTPUT, whisper_encoder
 
 SAMPLES_PER_STATE = AUDIO_RATE // WHISPER_RATE     # 320
 N_MELS = 80
@@ -32,10 +35,11 @@ class FrontendConfig:
     lookahead: int = 2      # states of later audio each pass sees past its block (40 ms)
     batch: int = 32         # windows per encoder call offline
     mel: bool = True        # the block's own log-mel (Whisper's, two frames per state averaged) beside the states
+    layers: tuple[int, ...] = (OUTPUT,)   # the encoder's states read, concatenated (core.speech.encoder's numbers)
 
     @property
     def dim(self) -> int:
-        return WHISPER_DIM + (N_MELS if self.mel else 0)
+        return WHISPER_DIM * len(self.layers) + (N_MELS if self.mel else 0)
 
     @property
     def window(self) -> int:
@@ -68,20 +72,21 @@ def block_windows(audio: np.ndarray, first: int, count: int, cfg: FrontendConfig
 
 
 class Frontend:
-    """Whisper tiny.en, loaded once; encodes block windows into their blocks' states."""
+    """Whisper tiny.en's encoder, loaded once; encodes block windows into their blocks' states."""
 
     def __init__(self, cfg: FrontendConfig = FrontendConfig(), model_path: str | Path | None = None,
                  cancel: CancelToken | None = None):
         self.cfg = cfg
         self.dim = cfg.dim
-        self._model = whisper_model(model_path, cancel or CancelToken())
+        self._encoder = whisper_encoder(model_path, cancel or CancelToken())
+        self._mel = FeatureExtractor()
 
     def encode(self, windows: np.ndarray) -> np.ndarray:
         """float32 [count*block, dim]: the states of the blocks whose windows are ``windows`` [count, window*320]."""
         cfg = self.cfg
-        mel = np.stack([self._model.feature_extractor(w, padding=0) for w in windows])    # [count,80,2*window]
-        states = np.asarray(self._model.encode(mel), np.float32)                          # [count,window,384]
-        out = states[:, cfg.context:cfg.context + cfg.block]                              # [count,block,384]
+        mel = np.stack([self._mel(w, padding=0) for w in windows]).astype(np.float32)    # [count,80,2*window]
+        states = self._encoder(torch.from_numpy(mel), cfg.layers).numpy()                 # [count,window,384*L]
+        out = states[:, cfg.context:cfg.context + cfg.block]                              # [count,block,384*L]
         if cfg.mel:
             own = mel[:, :, 2 * cfg.context:2 * (cfg.context + cfg.block)]                 # [count,80,2*block]
             pooled = own.reshape(len(mel), N_MELS, cfg.block, 2).mean(-1).transpose(0, 2, 1)  # [count,block,80]

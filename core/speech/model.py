@@ -38,7 +38,7 @@ LIVE_FILE = "speech_model_live.pt"    # the live model (LIVE_MODEL's config), be
 
 @dataclass(frozen=True)
 class SpeechModelConfig:
-    frontend: FrontendConfig = FrontendConfig()
+    frontend: FrontendConfig = FrontendConfig(layers=(2, 3))   # the residual stream after Whisper's blocks 2 and 3
     past: int = 2             # taps back
     future: int = 2           # taps ahead
     dilation: int = 2         # states between taps

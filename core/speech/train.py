@@ -30,7 +30,7 @@ from core.speech.targets import normalise
 @dataclass(frozen=True)
 class SpeechTrainConfig:
     model: SpeechModelConfig = SpeechModelConfig()
-    ridge: float = 1e4          # ridge weight on the standardised states
+    ridge: float = 3e4          # ridge weight on the standardised states
     folds: int = 5              # speaker-disjoint folds
     max_lag: int = 1            # frames: a clip whose best lag lies further out is out of sync
     min_face: float = 0.8       # share of frames with a tracked face that a clip needs
@@ -233,7 +233,8 @@ class SpeechModelTrainJob:
         card = {
             "name": "Avatar Studio speech-to-face model",
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "frontend": "Whisper tiny.en encoder states (OpenAI, MIT licence), fixed blocks, 50 Hz",
+            "frontend": ("Whisper tiny.en encoder states (OpenAI, MIT licence), layers "
+                         f"{list(cfg.model.frontend.layers)} (core.speech.encoder's numbers), fixed blocks, 50 Hz"),
             "outputs": list(cfg.model.outputs),
             "output_space": "per-clip z-scores of each output over the clip's face frames",
             "lookahead_ms": round(cfg.model.lookahead_s * 1000),
