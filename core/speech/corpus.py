@@ -102,10 +102,11 @@ def load_clip(corpus: Path, row: ClipRow, frontend: Frontend, cache: Path, landm
         save_npz(Path(cache) / f"{stem}.track.npz", {**track, "key": np.array(track_key)})
 
     states_key = json.dumps({"v": CACHE_VERSION, "file": digest, "frontend": to_dict(frontend.cfg)}, sort_keys=True)
-    states = _cached(Path(cache) / f"{stem}.states.npz", states_key)
+    states_file = Path(cache) / f"{stem}.states.{config_hash(frontend.cfg)[:12]}.npz"   # one per front-end
+    states = _cached(states_file, states_key)
     if states is None:
         states = {"states": frontend.states(video_aligned_audio(path), span(report, 0.9, 1.0), cancel)}
-        save_npz(Path(cache) / f"{stem}.states.npz", {**states, "key": np.array(states_key)})
+        save_npz(states_file, {**states, "key": np.array(states_key)})
     return Clip(row, Fraction(str(track["fps"])), track["raw"], track["valid"], states["states"],
                 track["blendshapes"])
 
