@@ -84,7 +84,7 @@ class Frontend:
     def encode(self, windows: np.ndarray) -> np.ndarray:
         """float32 [count*block, dim]: the states of the blocks whose windows are ``windows`` [count, window*320]."""
         cfg = self.cfg
-        mel = np.stack([self._mel(w, padding=0) for w in windows]).astype(np.float32)    # [count,80,2*window]
+        mel = np.stack([self._mel(w, padding=0) for w in windows])                        # float32 [count,80,2*window]
         states = self._encoder(torch.from_numpy(mel), cfg.layers).numpy()                 # [count,window,384*L]
         out = states[:, cfg.context:cfg.context + cfg.block]                              # [count,block,384*L]
         if cfg.mel:
