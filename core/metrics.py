@@ -128,25 +128,45 @@ def mouth_sync_r(pred_open: np.ndarray, real_open: np.ndarray, max_lag: int = 3)
     return best
 
 
+def lag_r(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], lag: int) -> float | None:
+    """Pearson r with every estimate of ``pairs`` (estimate [T], real [T], valid [T]) shifted by ``lag`` frames within
+    its own clip (estimate frame t against real frame t - lag), the frames where both are valid pooled; None when
+    no clip is long enough for that lag."""
+    ps, qs = [], []
+    for pred, real, valid in pairs:
+        t0, t1 = max(0, lag), min(len(pred), len(real) + lag)
+        if t1 - t0 < 2:
+            continue
+        keep = valid[t0:t1] & valid[t0 - lag:t1 - lag]
+        ps.append(np.asarray(pred[t0:t1])[keep])
+        qs.append(np.asarray(real[t0 - lag:t1 - lag])[keep])
+    return pearson(np.concatenate(ps), np.concatenate(qs)) if ps else None
+
+
 def best_lag_r(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], max_lag: int = 3) -> tuple[float, int]:
-    """(r, lag) as ``mouth_sync_r`` but pooled over several clips: ``pairs`` of (estimate [T], real [T], valid [T]),
-    each shifted within its own clip, the frames where both are valid pooled into one Pearson r."""
+    """(r, lag) as ``mouth_sync_r`` but pooled over several clips (``lag_r``): ties go to the smallest |lag|."""
     best = (-np.inf, 0)
     for lag in sorted(range(-max_lag, max_lag + 1), key=abs):
-        ps, qs = [], []
-        for pred, real, valid in pairs:
-            t0, t1 = max(0, lag), min(len(pred), len(real) + lag)
-            if t1 - t0 < 2:
-                continue
-            keep = valid[t0:t1] & valid[t0 - lag:t1 - lag]
-            ps.append(np.asarray(pred[t0:t1])[keep])
-            qs.append(np.asarray(real[t0 - lag:t1 - lag])[keep])
-        if not ps:
+        r = lag_r(pairs, lag)
+        if r is None:
             raise ValueError(f"the series are too short for lags up to {max_lag}")
-        r = pearson(np.concatenate(ps), np.concatenate(qs))
         if r > best[0]:
             best = (r, lag)
     return best
+
+
+def fractional_lag(pred: np.ndarray, real: np.ndarray, valid: np.ndarray, max_lag: int = 6) -> tuple[float, float]:
+    """(lag, r): the lag in frames, to a fraction of a frame, at which estimate ``pred`` [T] best follows ``real`` [T]
+    over the ``valid`` [T] frames (sign as ``mouth_sync_r``), the vertex of a parabola through the best integer
+    lag's r and its neighbours; r at the best integer lag."""
+    lags = np.arange(-max_lag, max_lag + 1)
+    rs = np.array([lag_r([(pred, real, valid)], int(lag)) for lag in lags], np.float64)   # [2*max_lag+1]
+    if np.isnan(rs).any():
+        raise ValueError(f"a series of {len(pred)} frames is too short for lags up to {max_lag}")
+    i = int(np.argmax(rs))
+    if 0 < i < len(rs) - 1 and (bend := rs[i - 1] - 2 * rs[i] + rs[i + 1]) < 0:
+        return float(lags[i] + 0.5 * (rs[i - 1] - rs[i + 1]) / bend), float(rs[i])
+    return float(lags[i]), float(rs[i])
 
 
 def face_region_mask(landmarks_t: np.ndarray, size: tuple[int, int], grow: float = 0.0) -> np.ndarray:

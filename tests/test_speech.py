@@ -97,7 +97,8 @@ def test_lipsync_writes_arkit_csv_that_follows_the_speakers_jaw(tracked_project,
     header = out.read_text().splitlines()[0].split(",")
     assert header[2:54] == list(ARKIT_NAMES)
     assert np.all(np.diff(take.times) > 0) and abs(take.fps - 25) < 1e-6
-    tracked = load_tracking(Project.open(tracked_project("katie_8s.mp4")))["blendshapes"][:, BLENDSHAPE_NAMES.index("jawOpen")]
+    tracking = load_tracking(Project.open(tracked_project("katie_8s.mp4")))
+    tracked = tracking["blendshapes"][:, BLENDSHAPE_NAMES.index("jawOpen")]
     jaw = take.blendshapes[:, list(ARKIT_NAMES).index("JawOpen")]
     n = min(len(jaw), len(tracked))
     r, _ = mouth_sync_r(jaw[:n], tracked[:n], 3)
@@ -168,7 +169,8 @@ def test_silent_footage_and_sound_recorded_apart_train_and_dub(media_dir, tmp_pa
     sound = tmp_path / "katie_sound.wav"
     write_wav(sound, np.concatenate([np.zeros(3200, np.float32), load_audio(clip)]))   # 0.2 s late
     offsets = {}
-    for name, footage, extra in (("own", clip, []), ("silent", picture, []), ("apart", picture, ["--audio", str(sound)])):
+    cases = (("own", clip, []), ("silent", picture, []), ("apart", picture, ["--audio", str(sound)]))
+    for name, footage, extra in cases:
         root = tmp_path / name
         assert main(["ingest", str(footage), "--project", str(root), *extra]) == 0
         assert main(["track", "--project", str(root)]) == 0
@@ -181,3 +183,29 @@ def test_silent_footage_and_sound_recorded_apart_train_and_dub(media_dir, tmp_pa
                          "--out", str(out), "--end", "1"]) == 0 and out.is_file()
     assert offsets["silent"] is None and "no sound" in capsys.readouterr().out
     assert abs(offsets["apart"] - offsets["own"] - 5) <= 1     # 0.2 s = 5 frames at 25 fps
+
+
+def test_a_corpus_clips_fractional_offset_is_found_and_removed_from_its_targets():
+    from core.metrics import fractional_lag
+    from core.speech.train import Prepared
+
+    rng = np.random.default_rng(3)
+    w, phase = rng.uniform(0.2, 0.9, 12), rng.uniform(0, 2 * np.pi, 12)     # 1 to 4 Hz at 25 fps, like a mouth
+
+    def mouth(t: np.ndarray) -> np.ndarray:
+        return np.sin(np.outer(t, w) + phase).sum(1)
+
+    t = np.arange(300.0)
+    valid = np.ones(300, bool)
+    valid[100:110] = False                                                  # an untracked stretch
+    estimate = mouth(t - 1.6)                 # from the sound, which comes 1.6 frames late against the picture
+    offset, r = fractional_lag(estimate, mouth(t), valid)
+    assert offset == pytest.approx(1.6, abs=0.2) and r > 0.9
+
+    clip = Prepared(clip=None, z=mouth(t)[:, None].astype(np.float32), valid=valid)
+    aligned = clip.aligned(offset)
+    # frame t now holds the mouth at t - 1.6: frames 0-1 reach before the clip, 101-111 touch the untracked stretch
+    assert not aligned.valid[:2].any() and not aligned.valid[101:112].any()
+    assert aligned.valid[2:101].all() and aligned.valid[112:].all()
+    again, r0 = fractional_lag(estimate, aligned.z[:, 0], aligned.valid)
+    assert abs(again) < 0.2 and r0 > 0.99

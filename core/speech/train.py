@@ -1,10 +1,13 @@
 """Training the speech model on the corpus, speaker-disjoint, as a job that writes the weights and the model card.
 
 1. Speaker-disjoint k-fold cross-validation on every clip that tracks; from its out-of-fold estimates, each clip's
-   best audio-to-mouth lag. Clips whose lag is past ``max_lag`` frames are out of sync and left out.
-2. The same cross-validation on the clips kept: the figures of the model card (per held-out speaker, the r of
-   the lip opening at lag 0 and at the best lag within ±3 frames; the median over speakers).
-3. The model trained on every kept clip, written with its card (clips, terms, lags, figures, config, sha256).
+   audio-to-mouth offset to a fraction of a frame. Corpus clips carry offsets of their own (sound muxed a frame or
+   two off its picture): each clip's targets are moved by its offset, so that every clip teaches the same timing.
+   Clips whose offset lies past ``max_offset`` frames, or whose mouth barely follows its sound even there (r under
+   ``min_r``), are left out.
+2. The same cross-validation on the clips kept, aligned: the figures of the model card (per held-out speaker, the
+   r of the lip opening at lag 0 and at the best lag within ±3 frames; the median over speakers).
+3. The model trained on every kept clip, written with its card (clips, terms, offsets, figures, config, sha256).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from core.config import to_dict
 from core.errors import AvatarStudioError
 from core.fsutil import atomic_write_bytes
 from core.jobs import CancelToken, Progress, ProgressFn, span
-from core.metrics import best_lag_r
+from core.metrics import best_lag_r, fractional_lag
 from core.speech.corpus import Clip, load_corpus
 from core.speech.frontend import Frontend
 from core.speech.model import SpeechModelConfig, SpeechToFace, at_frames, between, frame_positions, save_model
@@ -32,7 +35,8 @@ class SpeechTrainConfig:
     model: SpeechModelConfig = SpeechModelConfig()
     ridge: float = 3e4          # ridge weight on the standardised states
     folds: int = 5              # speaker-disjoint folds
-    max_lag: int = 1            # frames: a clip whose best lag lies further out is out of sync
+    max_offset: float = 3.5     # frames: a clip whose audio-to-mouth offset lies further out is left out
+    min_r: float = 0.3          # a clip whose lip opening follows its estimate less at its offset is left out
     min_face: float = 0.8       # share of frames with a tracked face that a clip needs
 
 
@@ -47,6 +51,18 @@ class Prepared:
     @property
     def speaker(self) -> str:
         return self.clip.row.speaker
+
+    def aligned(self, offset: float) -> Prepared:
+        """The clip with its targets moved to its sound: the target at frame t is the mouth at frame t - offset
+        (``offset`` frames, fractional, positive when the sound comes late; linear interpolation). Frames whose
+        mouth lies outside the clip or next to an untracked frame become invalid."""
+        src = np.arange(len(self.z)) - offset                                             # [T] frames, fractional
+        left = np.floor(src).astype(np.int64)
+        w = (src - left).astype(np.float32)[:, None]                                      # [T,1]
+        inside = (left >= 0) & (left + 1 < len(self.z))
+        lo, hi = np.clip(left, 0, len(self.z) - 1), np.clip(left + 1, 0, len(self.z) - 1)
+        z = (1 - w) * self.z[lo] + w * self.z[hi]                                         # [T,K]
+        return Prepared(self.clip, z.astype(np.float32), inside & self.valid[lo] & self.valid[hi])
 
 
 @dataclass
@@ -178,14 +194,12 @@ def speaker_scores(clips: list[Prepared], estimates: dict[str, np.ndarray], outp
     return scores
 
 
-def clip_lags(clips: list[Prepared], estimates: dict[str, np.ndarray],
-              max_lag: int = 6) -> dict[str, tuple[int, float]]:
-    """Per clip: (best lag within ±max_lag frames, r there) of the estimated against the tracked lip opening."""
-    out = {}
-    for c in clips:
-        r, lag = best_lag_r([(estimates[c.clip.row.file][:, 0], c.z[:, 0], c.valid)], max_lag)
-        out[c.clip.row.file] = (lag, r)
-    return out
+def clip_offsets(clips: list[Prepared], estimates: dict[str, np.ndarray],
+                 max_lag: int = 6) -> dict[str, tuple[float, float]]:
+    """Per clip: (audio-to-mouth offset in frames within ±max_lag, fractional; r at the nearest whole frame) of the
+    estimated against the tracked lip opening."""
+    return {c.clip.row.file: fractional_lag(estimates[c.clip.row.file][:, 0], c.z[:, 0], c.valid, max_lag)
+            for c in clips}
 
 
 @dataclass
@@ -216,12 +230,16 @@ class SpeechModelTrainJob:
             raise AvatarStudioError(f"{self.corpus}: the speech model needs clips of at least two speakers that track "
                                     f"(usable: {len(prepared)} clip(s))")
         first = cross_validate(prepared, cfg, span(progress, 0.3, 0.55), cancel)
-        lags = clip_lags(prepared, first)
-        kept = [c for c in prepared if abs(lags[c.clip.row.file][0]) <= cfg.max_lag]
+        offsets = clip_offsets(prepared, first)
+        kept = []
         for c in prepared:
-            lag, r = lags[c.clip.row.file]
-            if abs(lag) > cfg.max_lag:
-                dropped[c.clip.row.file] = f"out of sync: best audio-to-mouth lag {lag:+d} frames (r {r:.2f})"
+            offset, r = offsets[c.clip.row.file]
+            if abs(offset) > cfg.max_offset:
+                dropped[c.clip.row.file] = f"out of sync: its sound is {offset:+.1f} frames off its picture (r {r:.2f})"
+            elif r < cfg.min_r:
+                dropped[c.clip.row.file] = f"its mouth barely follows its sound (r {r:.2f})"
+            else:
+                kept.append(c.aligned(offset))
         if len({c.speaker for c in kept}) < 2:
             raise AvatarStudioError(f"{self.corpus}: after leaving out the clips out of sync, fewer than two speakers "
                                     f"remain: {'; '.join(f'{k}: {v}' for k, v in dropped.items())}")
@@ -240,10 +258,12 @@ class SpeechModelTrainJob:
             "lookahead_ms": round(cfg.model.lookahead_s * 1000),
             "config": to_dict(cfg),
             "corpus": str(self.corpus),
-            "trained_on": [_clip_entry(c.clip, lags[c.clip.row.file]) for c in kept],
+            "trained_on": [_clip_entry(c.clip, offsets[c.clip.row.file][0]) for c in kept],
             "left_out": dropped,
             "validation": {
                 "method": f"{len(speaker_folds(kept, cfg.folds))}-fold cross-validation by speaker",
+                "timing": "each clip's targets moved by its own audio-to-mouth offset (trained_on[].offset_frames), "
+                          "found out of fold",
                 "median_speaker_r": float(np.median([v["r"] for v in scores.values()])),
                 "median_speaker_r_best_lag": float(np.median([v["r_best"] for v in scores.values()])),
                 "median_lag": float(np.median([v["lag"] for v in scores.values()])),
@@ -261,8 +281,8 @@ class SpeechModelTrainJob:
         return TrainResult(net, card)
 
 
-def _clip_entry(clip: Clip, lag: tuple[int, float]) -> dict:
+def _clip_entry(clip: Clip, offset: float) -> dict:
     row = clip.row
     return {"file": row.file, "speaker": row.speaker, "tier": row.tier, "language": row.language,
-            "frames": len(clip.raw), "fps": str(clip.fps), "lag_frames": lag[0], "source": row.source,
-            "terms": row.terms}
+            "frames": len(clip.raw), "fps": str(clip.fps), "offset_frames": round(offset, 2),
+            "offset_ms": round(1000 * offset / float(clip.fps)), "source": row.source, "terms": row.terms}
