@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import time
 import sys
 from dataclasses import replace
@@ -290,6 +291,9 @@ def cmd_speech_model_train(args: argparse.Namespace) -> int:
     say(f"Speech model: {len(result.card['trained_on'])} clips -> {out} (sha256 {result.card['sha256'][:12]}...)")
     say(f"  held-out speakers ({v['method']}): lip-opening r median {v['median_speaker_r']:.3f} at lag 0, "
         f"{v['median_speaker_r_best_lag']:.3f} at the best lag")
+    offsets = [abs(c["offset_ms"]) for c in result.card["trained_on"]]
+    say(f"  each clip's own sound-to-picture offset removed: median {statistics.median(offsets):.0f} ms, largest "
+        f"{max(offsets)} ms")
     for file, why in result.card["left_out"].items():
         say(f"  left out {file}: {why}")
     say(f"  model card: {out.with_suffix('.card.json')}")
