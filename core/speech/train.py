@@ -56,12 +56,11 @@ class Prepared:
         """The clip with its targets moved to its sound: the target at frame t is the mouth at frame t - offset
         (``offset`` frames, fractional, positive when the sound comes late; linear interpolation). Frames whose
         mouth lies outside the clip or next to an untracked frame become invalid."""
-        src = np.arange(len(self.z)) - offset                                             # [T] frames, fractional
-        left = np.floor(src).astype(np.int64)
-        w = (src - left).astype(np.float32)[:, None]                                      # [T,1]
-        inside = (left >= 0) & (left + 1 < len(self.z))
-        lo, hi = np.clip(left, 0, len(self.z) - 1), np.clip(left + 1, 0, len(self.z) - 1)
-        z = (1 - w) * self.z[lo] + w * self.z[hi]                                         # [T,K]
+        n = len(self.z)
+        src = np.arange(n) - offset                                                       # [T] frames, fractional
+        lo, hi, w = between(np.clip(src, 0, n - 1), n)
+        z = (1 - w[:, None]) * self.z[lo] + w[:, None] * self.z[hi]                       # [T,K]
+        inside = (src >= 0) & (src < n - 1)
         return Prepared(self.clip, z.astype(np.float32), inside & self.valid[lo] & self.valid[hi])
 
 
