@@ -50,12 +50,13 @@ def main() -> None:
     audio = load_audio(SPEECH)[:int(args.seconds * AUDIO_RATE)]
     seconds = len(audio) / AUDIO_RATE
     model_file = resolve_model(WHISPER_TINY_EN, None, cancel=CancelToken())
+    final = Frontend(FrontendConfig(layers=(OUTPUT,)))
+    layered = Frontend(FrontendConfig(layers=(2, 3)))
+    cfg = final.cfg
     rows: dict[str, dict[int, float]] = {}
     for threads in (1, 2):
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)      # torch's threads are global: the front-ends above run on them
         ct2 = WhisperModel(str(model_file.parent), device="cpu", compute_type="float32", cpu_threads=threads)
-        final = Frontend(FrontendConfig(layers=(OUTPUT,)))
-        cfg = final.cfg
 
         def ctranslate2() -> None:   # the front-end's loop as it was, CTranslate2 encoding each batch
             blocks = -(-n_states(len(audio)) // cfg.block)
@@ -64,7 +65,6 @@ def main() -> None:
                 mel = np.stack([ct2.feature_extractor(w, padding=0) for w in windows])
                 ct2.encode(mel)
 
-        layered = Frontend(FrontendConfig(layers=(2, 3)))
         for name, run in (("CTranslate2, encoder output (before)", ctranslate2),
                           ("torch, encoder output", lambda: final.states(audio)),
                           ("torch, after blocks 2 and 3 (shipped)", lambda: layered.states(audio))):
